@@ -1,0 +1,119 @@
+"""trioscope: Erlang/OTP's fault-tolerance model for Trio.
+
+Supervisors are nurseries with restart strategies, services talk over bounded
+memory channels with backpressure, and registries are bound to ``async with``
+scopes, so test isolation falls out of nesting scopes. Everything public is
+re-exported here; the implementation lives in private modules.
+"""
+
+from __future__ import annotations
+
+from ._app import run as run
+from ._app import serve as serve
+from ._child_spec import DEFAULT_SHUTDOWN_S as DEFAULT_SHUTDOWN_S
+from ._child_spec import Backoff as Backoff
+from ._child_spec import ChildSpec as ChildSpec
+from ._child_spec import Restart as Restart
+from ._errors import AlreadyRegisteredError as AlreadyRegisteredError
+from ._errors import CallTimeoutError as CallTimeoutError
+from ._errors import ChildStateError as ChildStateError
+from ._errors import MailboxFullError as MailboxFullError
+from ._errors import MaxChildrenError as MaxChildrenError
+from ._errors import NoRegistryError as NoRegistryError
+from ._errors import Rejected as Rejected
+from ._errors import RestartIntensityExceededError as RestartIntensityExceededError
+from ._errors import ServiceCrashedError as ServiceCrashedError
+from ._errors import ServiceUnavailableError as ServiceUnavailableError
+from ._errors import StartError as StartError
+from ._errors import TrioscopeError as TrioscopeError
+from ._errors import UnknownChildError as UnknownChildError
+from ._monitor import Down as Down
+from ._monitor import Monitor as Monitor
+from ._monitor import monitor as monitor
+from ._registry import Registry as Registry
+from ._registry import current_registry as current_registry
+from ._registry import open_registry as open_registry
+from ._service import DEFAULT_CALL_TIMEOUT_S as DEFAULT_CALL_TIMEOUT_S
+from ._service import DEFAULT_MAILBOX_SIZE as DEFAULT_MAILBOX_SIZE
+from ._service import Health as Health
+from ._service import Service as Service
+from ._service import ServiceRef as ServiceRef
+from ._service import ServiceStatistics as ServiceStatistics
+from ._service import call as call
+from ._service import cast as cast
+from ._service import whereis as whereis
+from ._supervisor import ChildCounts as ChildCounts
+from ._supervisor import ChildInfo as ChildInfo
+from ._supervisor import Strategy as Strategy
+from ._supervisor import Supervisor as Supervisor
+from ._supervisor import open_dynamic_supervisor as open_dynamic_supervisor
+from ._supervisor import open_supervisor as open_supervisor
+from ._supervisor import supervisor_spec as supervisor_spec
+from ._task_supervisor import TaskSupervisor as TaskSupervisor
+from ._task_supervisor import open_task_supervisor as open_task_supervisor
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "DEFAULT_CALL_TIMEOUT_S",
+    "DEFAULT_MAILBOX_SIZE",
+    "DEFAULT_SHUTDOWN_S",
+    "AlreadyRegisteredError",
+    "Backoff",
+    "CallTimeoutError",
+    "ChildCounts",
+    "ChildInfo",
+    "ChildSpec",
+    "ChildStateError",
+    "Down",
+    "Health",
+    "MailboxFullError",
+    "MaxChildrenError",
+    "Monitor",
+    "NoRegistryError",
+    "Registry",
+    "Rejected",
+    "Restart",
+    "RestartIntensityExceededError",
+    "Service",
+    "ServiceCrashedError",
+    "ServiceRef",
+    "ServiceStatistics",
+    "ServiceUnavailableError",
+    "StartError",
+    "Strategy",
+    "Supervisor",
+    "TaskSupervisor",
+    "TrioscopeError",
+    "UnknownChildError",
+    "call",
+    "cast",
+    "current_registry",
+    "monitor",
+    "open_dynamic_supervisor",
+    "open_registry",
+    "open_supervisor",
+    "open_task_supervisor",
+    "run",
+    "serve",
+    "supervisor_spec",
+    "whereis",
+]
+
+
+def _fixup_module_metadata() -> None:
+    # Tracebacks and reprs should say trioscope.ServiceCrashedError, not
+    # trioscope._errors.ServiceCrashedError (as Trio's fixup_module_metadata).
+    for name in __all__:
+        obj = globals()[name]
+        if getattr(obj, "__module__", "").startswith("trioscope._"):
+            try:
+                obj.__module__ = __name__
+            except (AttributeError, TypeError):
+                continue
+            if isinstance(obj, type):
+                obj.__qualname__ = name
+
+
+_fixup_module_metadata()
+del _fixup_module_metadata

@@ -1,0 +1,218 @@
+"""Registries bound to ``async with`` scopes.
+
+::
+
+    import trio, trioscope
+
+    async def main() -> None:
+        async with trioscope.open_registry(namespace="app") as reg:
+            with reg.registered("answer", 42):
+                assert trioscope.current_registry().lookup("answer") == 42
+            assert reg.lookup("answer") is None
+
+    trio.run(main)
+
+A registry is found through a context variable, so every task started inside
+the block sees it and nothing outside does. Scopes nest: a lookup walks
+outward until it finds the name or crosses an ``isolated=True`` boundary.
+Registering always goes into the innermost registry.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Final, final
+
+import trio
+
+from ._errors import AlreadyRegisteredError, NoRegistryError
+
+_current: Final[contextvars.ContextVar[Registry | None]] = contextvars.ContextVar(
+    "trioscope_registry", default=None
+)
+
+
+@final
+class Registry:
+    """Maps names to live values for exactly as long as its ``async with`` block.
+
+    Build one with `open_registry`; find the innermost one with `current_registry`.
+    """
+
+    __slots__ = ("_closed", "_entries", "_watchers", "isolated", "namespace", "parent")
+
+    namespace: str | None
+    """The name given to `open_registry`, for introspection and messages."""
+    parent: Registry | None
+    """The enclosing registry (even across an isolated boundary), or ``None``."""
+    isolated: bool
+    """Whether lookups stop here instead of continuing into `parent`."""
+
+    def __init__(self, namespace: str | None, parent: Registry | None, isolated: bool) -> None:
+        self.namespace = namespace
+        self.parent = parent
+        self.isolated = isolated
+        self._entries: dict[str, object] = {}
+        # name -> events of tasks waiting for that name to change, here or inward.
+        self._watchers: dict[str, set[trio.Event]] = {}
+        self._closed = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._entries)} names"
+        iso = " isolated" if self.isolated else ""
+        return f"<Registry {self.namespace!r}{iso} {state}>"
+
+    # -- reading ---------------------------------------------------------
+
+    def lookup(self, name: str) -> object | None:
+        """The value registered as *name* here or in a visible enclosing registry.
+
+        Walks outward from this registry and stops after the first registry opened
+        with ``isolated=True``. Returns ``None`` when the name is not visible.
+        """
+        reg: Registry | None = self
+        while reg is not None:
+            value = reg._entries.get(name)
+            if value is not None:
+                return value
+            if reg.isolated:
+                return None
+            reg = reg.parent
+        return None
+
+    def names(self) -> list[str]:
+        """The names registered in this registry itself (not its parents), in order."""
+        return list(self._entries)
+
+    def _visible_chain(self) -> Iterator[Registry]:
+        reg: Registry | None = self
+        while reg is not None:
+            yield reg
+            if reg.isolated:
+                return
+            reg = reg.parent
+
+    async def wait_for(self, name: str) -> object:
+        """Wait until *name* is visible from this registry, and return its value.
+
+        Returns at once (after a checkpoint) when it is already registered.
+        Honours the caller's cancel scopes: wrap it in `trio.fail_after` for a limit.
+        """
+        await trio.lowlevel.checkpoint()
+        while True:
+            value = self.lookup(name)
+            if value is not None:
+                return value
+            await self._wait_changed(name)
+
+    async def _wait_changed(self, name: str) -> None:
+        """Park until *name* is registered or released anywhere in the visible chain."""
+        event = trio.Event()
+        chain = list(self._visible_chain())
+        for reg in chain:
+            reg._watchers.setdefault(name, set()).add(event)
+        try:
+            await event.wait()
+        finally:
+            for reg in chain:
+                watchers = reg._watchers.get(name)
+                if watchers is not None:
+                    watchers.discard(event)
+                    if not watchers:
+                        del reg._watchers[name]
+
+    def _notify(self, name: str) -> None:
+        watchers = self._watchers.pop(name, None)
+        if watchers:
+            for event in watchers:
+                event.set()
+
+    # -- writing ---------------------------------------------------------
+
+    def _register(self, name: str, value: object) -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"registry names must be str, got {type(name).__name__}: {name!r}")
+        if value is None:
+            raise TypeError(f"cannot register None as {name!r}: None means 'not registered'")
+        if self._closed:
+            raise NoRegistryError(
+                f"registering {name!r} (registry {self.namespace!r} has already closed)"
+            )
+        holder = self._entries.get(name)
+        if holder is not None:
+            raise AlreadyRegisteredError(name, holder, self.namespace)
+        self._entries[name] = value
+        self._notify(name)
+
+    def _unregister(self, name: str, value: object) -> None:
+        # Only the registration's owner removes it, and only if it is still its own.
+        if self._entries.get(name) is value:
+            del self._entries[name]
+            self._notify(name)
+
+    @contextmanager
+    def registered(self, name: str, value: object) -> Iterator[None]:
+        """Register *name* for the duration of the ``with`` block.
+
+        Raises:
+            AlreadyRegisteredError: *name* is already registered here (nothing changes).
+            TypeError: *name* is not a ``str``, or *value* is ``None``.
+        """
+        self._register(name, value)
+        try:
+            yield
+        finally:
+            self._unregister(name, value)
+
+    def _close(self) -> None:
+        self._closed = True
+        names = list(self._entries)
+        self._entries.clear()
+        for name in names:
+            self._notify(name)
+        # Wake any remaining waiters so they re-check (and find nothing here).
+        for name in list(self._watchers):
+            self._notify(name)
+
+
+@asynccontextmanager
+async def open_registry(
+    namespace: str | None = None, *, isolated: bool = False
+) -> AsyncIterator[Registry]:
+    """Open a registry scope for the body of the ``async with`` block.
+
+    Args:
+        namespace: A label for introspection and error messages.
+        isolated: If true, lookups from this scope (or any nested in it) never
+            see the enclosing registries. Each test opening its own isolated
+            scope is how trioscope isolates tests.
+
+    When the block exits, everything registered in it is released.
+    """
+    if namespace is not None and not isinstance(namespace, str):
+        raise TypeError(f"namespace must be a str or None, got {type(namespace).__name__}")
+    reg = Registry(namespace, _current.get(), isolated)
+    token = _current.set(reg)
+    try:
+        yield reg
+    finally:
+        _current.reset(token)
+        reg._close()
+
+
+def current_registry() -> Registry:
+    """The innermost registry open around the current task.
+
+    Raises:
+        NoRegistryError: no `open_registry` block encloses the current task.
+    """
+    reg = _current.get()
+    if reg is None:
+        raise NoRegistryError("current_registry()")
+    return reg
+
+
+def _current_registry_or_none() -> Registry | None:
+    return _current.get()

@@ -1,0 +1,915 @@
+"""Services: GenServer-style tasks that own their state and take one message at a time.
+
+::
+
+    import trio, trioscope
+
+    class Counter(trioscope.Service):
+        def __init__(self, start: int = 0) -> None:
+            self.value = start
+
+        async def incr(self, by: int = 1) -> int:
+            self.value += by
+            return self.value
+
+    async def main() -> None:
+        async with trioscope.open_registry(), trio.open_nursery() as nursery:
+            ref = await nursery.start(Counter.child_spec(start=10, name="counter").start)
+            assert await ref.call(Counter.incr, by=2) == 12
+            assert await trioscope.call("counter", Counter.incr) == 13
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+Every public ``async def`` method of a `Service` subclass is a handler. The
+mailbox is a bounded `trio` memory channel: `ServiceRef.call` and
+`ServiceRef.cast` wait for space (backpressure) and nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import logging
+import math
+import sys
+import types
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Literal, TypeVar, final
+
+import attrs
+import outcome
+import trio
+from trio.lowlevel import Abort, current_task, reschedule, wait_task_rescheduled
+
+from ._child_spec import (
+    DEFAULT_SHUTDOWN_S,
+    Backoff,
+    ChildSpec,
+    Restart,
+    _check_seconds,
+    _ChildHandle,
+    _Startable,
+)
+from ._errors import (
+    CallTimeoutError,
+    MailboxFullError,
+    NoRegistryError,
+    Rejected,
+    ServiceCrashedError,
+    ServiceUnavailableError,
+    _NotRunError,
+)
+from ._registry import Registry, _current_registry_or_none
+
+if sys.version_info >= (3, 11):
+    from typing import Concatenate, ParamSpec
+else:  # pragma: no cover - exercised only on 3.10
+    from typing import Concatenate
+
+    from typing_extensions import ParamSpec
+
+if TYPE_CHECKING:
+    from trio.lowlevel import Task
+
+DEFAULT_MAILBOX_SIZE: Final = 1024
+"""Messages a service's mailbox holds before senders wait."""
+DEFAULT_CALL_TIMEOUT_S: Final = 5.0
+"""Seconds a call waits for its reply before `CallTimeoutError`."""
+DEGRADED_MAILBOX_FRACTION: Final = 0.9
+"""A mailbox at least this full makes `ServiceRef.health` report ``"degraded"``."""
+
+_LIFECYCLE: Final = frozenset({"init", "terminate", "health", "child_spec"})
+_log = logging.getLogger("trioscope.service")
+_incarnations = itertools.count(1)
+_anonymous_ids = itertools.count(1)
+
+S = TypeVar("S", bound="Service")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+HealthStatus = Literal["healthy", "degraded", "unavailable"]
+
+
+@attrs.frozen
+class Health:
+    """A service's health, as `ServiceRef.health` reports it."""
+
+    status: HealthStatus
+    """``"healthy"``, ``"degraded"`` (mailbox nearly full, or the hook says so) or
+    ``"unavailable"`` (not running, or it crashed answering)."""
+    name: str | None
+    """The registered name, if any."""
+    mailbox_depth: int
+    """Messages waiting in the mailbox."""
+    mailbox_capacity: int
+    """The mailbox's bound."""
+    restarts: int
+    """How many times its supervisor had restarted this child before this incarnation."""
+    detail: Mapping[str, object] = attrs.field(factory=dict)
+    """What the service's own `Service.health` hook returned."""
+
+
+@attrs.frozen
+class ServiceStatistics:
+    """A snapshot of one incarnation's counters (like Trio's channel statistics)."""
+
+    mailbox_depth: int
+    """Messages waiting in the mailbox (withdrawn calls included until skipped)."""
+    mailbox_capacity: int
+    """The mailbox's bound."""
+    handled: int
+    """Messages whose handler has run to completion (or raised)."""
+    in_flight: int
+    """Calls sent and not yet answered, withdrawn or failed."""
+    started_at: float | None
+    """`trio.current_time` when it became ready; ``None`` while starting."""
+
+
+class Service:
+    """Base class for services. Subclass it and write ``async def`` handlers.
+
+    A fresh instance is made with the spec's arguments on every (re)start.
+    Optional hooks: `init` (runs before the service is ready), `terminate`
+    (runs on orderly stop and on crash), `health` (extra detail for health checks).
+    """
+
+    _trioscope_handlers: ClassVar[dict[Callable[..., Any], str]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        handlers: dict[Callable[..., Any], str] = {}
+        for name in dir(cls):
+            if name.startswith("_"):
+                continue
+            attr = inspect.getattr_static(cls, name)
+            if name in _LIFECYCLE:
+                if isinstance(attr, types.FunctionType) and not inspect.iscoroutinefunction(attr):
+                    raise TypeError(f"{cls.__qualname__}.{name} must be an async def method")
+                continue
+            if isinstance(attr, types.FunctionType) and inspect.iscoroutinefunction(attr):
+                handlers[attr] = name
+        cls._trioscope_handlers = handlers
+
+    async def init(self) -> None:
+        """Runs before the service is ready; raising here fails the start."""
+
+    async def terminate(self, reason: BaseException | None) -> None:
+        """Runs on orderly stop (``reason`` is ``None``) and on crash (the exception).
+
+        It is not run when the service is cancelled outright (a brutal kill).
+        """
+
+    async def health(self) -> Mapping[str, object]:
+        """Extra detail for `ServiceRef.health`. Include ``"status": "degraded"`` to say so."""
+        return {}
+
+    @classmethod
+    def child_spec(
+        cls,
+        *args: object,
+        name: str | None = None,
+        id: str | None = None,
+        restart: Restart = Restart.PERMANENT,
+        shutdown: float = DEFAULT_SHUTDOWN_S,
+        mailbox_size: int = DEFAULT_MAILBOX_SIZE,
+        significant: bool = False,
+        backoff: Backoff | None = None,
+        **kwargs: object,
+    ) -> ChildSpec:
+        """A `ChildSpec` that runs this service; other arguments go to ``__init__``.
+
+        Args:
+            name: Register the service under this name in the current registry.
+            id: The child id in its supervisor (default: the name, else a unique id).
+            mailbox_size: The mailbox's bound (an integer >= 1).
+
+        Raises:
+            TypeError: a non-``str`` name, a non-integer mailbox size, or
+                arguments that ``__init__`` does not accept.
+            ValueError: a mailbox size below 1.
+        """
+        if name is not None and not isinstance(name, str):
+            raise TypeError(
+                f"{cls.__qualname__}.child_spec: name must be a str, "
+                f"got {type(name).__name__}: {name!r}"
+            )
+        if isinstance(mailbox_size, bool) or not isinstance(mailbox_size, int):
+            raise TypeError(
+                f"{cls.__qualname__}.child_spec: mailbox_size must be an integer >= 1, "
+                f"got {type(mailbox_size).__name__}: {mailbox_size!r}"
+            )
+        if mailbox_size < 1:
+            raise ValueError(
+                f"{cls.__qualname__}.child_spec: mailbox_size must be an integer >= 1 "
+                f"(mailboxes are always bounded), got {mailbox_size}"
+            )
+        try:
+            inspect.signature(cls).bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(
+                f"{cls.__qualname__}.child_spec: bad arguments for __init__: {exc}"
+            ) from exc
+        _check_seconds("shutdown", shutdown, allow_inf=True)
+        if id is None:
+            id = name if name is not None else f"{cls.__qualname__}-{next(_anonymous_ids)}"
+        starter = _ServiceStart(cls, args, kwargs, name, mailbox_size, shutdown)
+        return ChildSpec(
+            id,
+            starter,
+            restart=restart,
+            shutdown=shutdown,
+            significant=significant,
+            backoff=backoff,
+        )
+
+
+# -- messages -------------------------------------------------------------
+
+_QUEUED: Final = 0
+_RUNNING: Final = 1
+_WITHDRAWN: Final = 2  # the caller left while it was queued: never run
+_ABANDONED: Final = 3  # the caller left while it ran: the reply is discarded
+_DONE: Final = 4
+
+
+class _Message:
+    __slots__ = ("args", "core", "fn", "kwargs", "parked", "result", "state", "task")
+
+    def __init__(
+        self,
+        core: _Incarnation,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        task: Task | None,
+    ) -> None:
+        self.core = core
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.task = task  # None for a cast
+        self.state = _QUEUED
+        self.parked = False
+        self.result: outcome.Outcome[Any] | None = None
+
+    def abort(self, _raise_cancel: object) -> Abort:
+        # The caller is cancelled while parked: withdraw a queued message (the
+        # service skips it), abandon a running one (its reply is discarded).
+        if self.state == _QUEUED:
+            self.state = _WITHDRAWN
+            self.core.in_flight -= 1
+        elif self.state == _RUNNING:
+            self.state = _ABANDONED
+        self.parked = False
+        return Abort.SUCCEEDED
+
+    def describe(self) -> str:
+        parts = [repr(a) for a in self.args]
+        parts += [f"{k}={v!r}" for k, v in self.kwargs.items()]
+        text = f"{getattr(self.fn, '__name__', self.fn)}({', '.join(parts)})"
+        return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _reply(msg: _Message, result: outcome.Outcome[Any]) -> None:
+    if msg.task is None:
+        return
+    core = msg.core
+    if msg.state == _ABANDONED:
+        core.in_flight -= 1
+        msg.state = _DONE
+        return
+    if msg.state in (_QUEUED, _RUNNING):
+        core.in_flight -= 1
+    msg.state = _DONE
+    if msg.parked:
+        msg.parked = False
+        reschedule(msg.task, result)
+    else:
+        # The caller has not parked yet (it was waiting in `send` when its
+        # message ran); it picks the result up when it resumes.
+        msg.result = result
+
+
+# -- one incarnation --------------------------------------------------------
+
+_STARTING: Final = "starting"
+_RUNNING_S: Final = "running"
+_STOPPING: Final = "stopping"
+_ENDED: Final = "ended"
+
+
+class _Incarnation:
+    """Everything about one run of a service; `ServiceRef` points at one of these."""
+
+    __slots__ = (
+        "_ended_event",
+        "capacity",
+        "cls",
+        "handled",
+        "handlers",
+        "in_flight",
+        "label",
+        "name",
+        "number",
+        "reason",
+        "recv",
+        "registry",
+        "restarts",
+        "send",
+        "service",
+        "started_at",
+        "status",
+    )
+
+    def __init__(
+        self,
+        service: Service,
+        name: str | None,
+        capacity: int,
+        restarts: int,
+        registry: Registry | None,
+    ) -> None:
+        self.service = service
+        self.cls = type(service)
+        self.handlers = self.cls._trioscope_handlers
+        self.name = name
+        self.number = next(_incarnations)
+        self.label = repr(name) if name is not None else f"<{self.cls.__qualname__} #{self.number}>"
+        self.capacity = capacity
+        self.send, self.recv = trio.open_memory_channel[_Message](capacity)
+        self.handled = 0
+        self.in_flight = 0
+        self.restarts = restarts
+        self.registry = registry
+        self.started_at: float | None = None
+        self.status = _STARTING
+        self.reason: str | BaseException | None = None
+        self._ended_event: trio.Event | None = None
+
+    # -- callers' side --
+
+    def handler_name(self, fn: Callable[..., Any]) -> str:
+        name = self.handlers.get(fn)
+        if name is None:
+            raise _not_a_handler(self.cls, fn)
+        return name
+
+    def unavailable(self) -> _NotRunError:
+        if isinstance(self.reason, BaseException):
+            why = f"it crashed ({_reason_text(self.reason)}); the message was not run"
+        elif self.status == _STOPPING:
+            why = "it is shutting down; the message was not run"
+        else:
+            why = (
+                f"this incarnation has ended ({_reason_text(self.reason)}); the message was not run"
+            )
+        return _NotRunError(self.label, why)
+
+    async def call(self, msg: _Message) -> Any:
+        self.in_flight += 1
+        try:
+            self.send.send_nowait(msg)
+        except trio.WouldBlock:
+            try:
+                await self.send.send(msg)  # backpressure: wait for mailbox space
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self.in_flight -= 1
+                raise self.unavailable() from None
+            except BaseException:
+                self.in_flight -= 1  # cancelled before it was enqueued: nothing sent
+                raise
+            if msg.state == _DONE:
+                assert msg.result is not None
+                return msg.result.unwrap()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.in_flight -= 1
+            raise self.unavailable() from None
+        msg.parked = True
+        return await wait_task_rescheduled(msg.abort)
+
+    # -- the service's side --
+
+    def fail_queued(self) -> None:
+        """Answer every message still queued: it never ran."""
+        dropped_casts = 0
+        while True:
+            try:
+                msg = self.recv.receive_nowait()
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.EndOfChannel):
+                break
+            if msg.task is None:
+                dropped_casts += 1
+            elif msg.state == _QUEUED:
+                _reply(msg, outcome.Error(self.unavailable()))
+        self.recv.close()
+        if dropped_casts:
+            _log.warning(
+                "service %s stopped with %d queued cast(s) that were not run",
+                self.label,
+                dropped_casts,
+                extra={"service": self.name, "dropped_casts": dropped_casts},
+            )
+
+    def request_stop(self) -> None:
+        """Graceful stop: finish the current handler, run nothing more."""
+        if self.status in (_STOPPING, _ENDED):
+            return
+        self.status = _STOPPING
+        # Closing the receive side wakes the service if it waits for mail, and
+        # makes new senders fail at once instead of queueing for nobody.
+        self.fail_queued()
+
+    def ended(self) -> trio.Event:
+        if self._ended_event is None:
+            self._ended_event = trio.Event()
+            if self.status == _ENDED:
+                self._ended_event.set()
+        return self._ended_event
+
+    def finish(self, reason: str | BaseException) -> None:
+        self.status = _ENDED
+        self.reason = reason
+        if self._ended_event is not None:
+            self._ended_event.set()
+
+    async def serve(self) -> None:
+        """Take messages one at a time until stopped (returns) or crashed (raises)."""
+        recv = self.recv
+        service = self.service
+        while self.status == _RUNNING_S:
+            try:
+                msg = await recv.receive()
+            except trio.ClosedResourceError:
+                return  # request_stop closed the mailbox while we waited
+            if msg.state != _QUEUED:
+                continue  # withdrawn by a cancelled caller
+            if self.status != _RUNNING_S:
+                _reply(msg, outcome.Error(self.unavailable()))
+                return
+            msg.state = _RUNNING
+            try:
+                result = await msg.fn(service, *msg.args, **msg.kwargs)
+            except Rejected as exc:
+                self.handled += 1
+                if msg.task is None:
+                    _log.warning(
+                        "service %s rejected cast %s: %s",
+                        self.label,
+                        msg.describe(),
+                        exc,
+                        extra={"service": self.name},
+                    )
+                _reply(msg, outcome.Error(exc))
+            except Exception as exc:
+                self.handled += 1
+                crashed = ServiceCrashedError(self.label, msg.describe())
+                crashed.__cause__ = exc
+                _reply(msg, outcome.Error(crashed))
+                self.crash_report(msg, exc)
+                raise
+            except BaseException:
+                # Cancelled (killed) or KeyboardInterrupt: the handler did not finish.
+                _reply(
+                    msg,
+                    outcome.Error(
+                        ServiceUnavailableError(
+                            self.label, "it was killed while handling this call"
+                        )
+                    ),
+                )
+                raise
+            else:
+                self.handled += 1
+                _reply(msg, outcome.Value(result))
+
+    def crash_report(self, msg: _Message, exc: BaseException) -> None:
+        depth = self.recv.statistics().current_buffer_used if not self.recv._closed else 0
+        _log.error(
+            "service %s crashed in %s (mailbox depth %d, restarts %d)",
+            self.label,
+            msg.describe(),
+            depth,
+            self.restarts,
+            exc_info=exc,
+            extra={
+                "service": self.name,
+                "handler": getattr(msg.fn, "__name__", repr(msg.fn)),
+                "request": msg.describe(),
+                "mailbox_depth": depth,
+                "restarts": self.restarts,
+            },
+        )
+
+    def depth(self) -> int:
+        if self.recv._closed:
+            return 0
+        return self.recv.statistics().current_buffer_used
+
+
+def _reason_text(reason: str | BaseException | None) -> str:
+    if reason is None:
+        return "not started"
+    if isinstance(reason, BaseException):
+        return f"crashed with {type(reason).__name__}: {reason}"
+    return reason
+
+
+def _not_a_handler(cls: type[Service], fn: object) -> TypeError:
+    fname = getattr(fn, "__qualname__", None) or repr(fn)
+    name = getattr(fn, "__name__", "")
+    if isinstance(fn, types.MethodType):
+        return TypeError(
+            f"pass the function, not a bound method: use {cls.__qualname__}.{name}, "
+            f"not instance.{name}"
+        )
+    if not callable(fn):
+        return TypeError(f"expected a handler of {cls.__qualname__}, got {fname}")
+    if getattr(cls, name, None) is fn:
+        if name.startswith("_") or name in _LIFECYCLE:
+            return TypeError(
+                f"{fname} is not a handler: private methods and the lifecycle hooks "
+                f"(init, terminate, health) cannot be called through a ServiceRef"
+            )
+        if not inspect.iscoroutinefunction(fn):
+            return TypeError(f"{fname} is not a handler: handlers must be `async def` methods")
+    return TypeError(
+        f"{fname} is not a handler of {cls.__qualname__}; handlers are its public "
+        f"async def methods ({', '.join(sorted(cls._trioscope_handlers.values())) or 'none'})"
+    )
+
+
+# -- references --------------------------------------------------------------
+
+
+@final
+class ServiceRef(Generic[S]):
+    """A handle on one incarnation of a service. It never waits for a restart:
+    once that incarnation ends, every use raises `ServiceUnavailableError`.
+
+    Get one from ``nursery.start(spec.start)``, a supervisor, or `whereis`.
+    """
+
+    __slots__ = ("_core", "_timeout")
+
+    def __init__(self, core: _Incarnation, timeout: float) -> None:
+        self._core = core
+        self._timeout = timeout
+
+    def __repr__(self) -> str:
+        core = self._core
+        return f"<ServiceRef {core.label} mailbox {core.depth()}/{core.capacity} {core.status}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ServiceRef) and other._core is self._core
+
+    def __hash__(self) -> int:
+        return hash(self._core)
+
+    @property
+    def name(self) -> str | None:
+        """The name this incarnation is registered under, if any."""
+        return self._core.name
+
+    @property
+    def incarnation(self) -> int:
+        """A number unique to this incarnation within the process."""
+        return self._core.number
+
+    @property
+    def service_class(self) -> type[Service]:
+        """The `Service` subclass this incarnation runs."""
+        return self._core.cls
+
+    @property
+    def timeout(self) -> float:
+        """Seconds `call` waits for a reply."""
+        return self._timeout
+
+    def with_timeout(self, seconds: float) -> ServiceRef[S]:
+        """The same incarnation, with another call timeout (``math.inf`` for none)."""
+        _check_seconds("timeout", seconds, allow_inf=True)
+        return ServiceRef(self._core, seconds)
+
+    async def call(
+        self, fn: Callable[Concatenate[S, P], Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        """Run handler *fn* in the service with these arguments and return its result.
+
+        Waits for mailbox space, then for the reply, within this ref's timeout.
+        If the caller is cancelled or times out while the message is queued, the
+        message is withdrawn and never runs; if it is already running, its reply
+        is discarded.
+
+        Raises:
+            TypeError: *fn* is not a handler of this service's class.
+            CallTimeoutError: no reply within the timeout.
+            ServiceCrashedError: the handler crashed the service (``__cause__``).
+            ServiceUnavailableError: this incarnation is stopping or has ended.
+            Rejected: whatever subclass the handler raised.
+        """
+        core = self._core
+        handler = core.handler_name(fn)
+        msg = _Message(core, fn, args, kwargs, current_task())
+        timeout = self._timeout
+        with trio.CancelScope(deadline=trio.current_time() + timeout):
+            return await core.call(msg)  # type: ignore[no-any-return]
+        raise CallTimeoutError(core.label, handler, timeout)
+
+    async def cast(
+        self,
+        fn: Callable[Concatenate[S, P], Awaitable[object]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> None:
+        """Send handler *fn* to run later, waiting only for mailbox space.
+
+        Raises:
+            TypeError: *fn* is not a handler of this service's class.
+            ServiceUnavailableError: this incarnation is stopping or has ended.
+        """
+        core = self._core
+        core.handler_name(fn)
+        try:
+            await core.send.send(_Message(core, fn, args, kwargs, None))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise core.unavailable() from None
+
+    def try_cast(
+        self,
+        fn: Callable[Concatenate[S, P], Awaitable[object]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> None:
+        """The non-waiting twin of `cast` (like ``send_nowait`` beside ``send``).
+
+        Raises:
+            MailboxFullError: the mailbox is full; nothing was sent.
+            ServiceUnavailableError: this incarnation is stopping or has ended.
+        """
+        core = self._core
+        core.handler_name(fn)
+        try:
+            core.send.send_nowait(_Message(core, fn, args, kwargs, None))
+        except trio.WouldBlock:
+            raise MailboxFullError(core.label, core.capacity) from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise core.unavailable() from None
+
+    def statistics(self) -> ServiceStatistics:
+        """Counters of this incarnation, without waiting."""
+        core = self._core
+        return ServiceStatistics(
+            mailbox_depth=core.depth(),
+            mailbox_capacity=core.capacity,
+            handled=core.handled,
+            in_flight=core.in_flight,
+            started_at=core.started_at,
+        )
+
+    async def health(self) -> Health:
+        """Ask the service how it is, through its mailbox, within this ref's timeout.
+
+        Never raises for an unhealthy service: a stopped or crashed one is
+        ``"unavailable"``; one whose mailbox is nearly full, whose hook raises
+        `Rejected` or does not answer in time is ``"degraded"``.
+        """
+        core = self._core
+        detail: Mapping[str, object] = {}
+        status: HealthStatus = "healthy"
+        if core.status != _RUNNING_S:
+            await trio.lowlevel.checkpoint()
+            status = "unavailable"
+        else:
+            msg = _Message(core, type(core.service).health, (), {}, current_task())
+            try:
+                with trio.fail_after(self._timeout):
+                    answer = await core.call(msg)
+            except trio.TooSlowError:
+                status, detail = "degraded", {"error": f"no answer within {self._timeout:g} s"}
+            except Rejected as exc:
+                status, detail = "degraded", {"error": str(exc)}
+            except (ServiceUnavailableError, ServiceCrashedError) as exc:
+                status, detail = "unavailable", {"error": str(exc)}
+            else:
+                if not isinstance(answer, Mapping):
+                    raise TypeError(
+                        f"{core.cls.__qualname__}.health() must return a mapping, "
+                        f"got {type(answer).__name__}"
+                    )
+                detail = answer
+                reported = answer.get("status")
+                if reported == "degraded" or reported == "unavailable":
+                    status = reported
+                elif core.depth() >= math.ceil(core.capacity * DEGRADED_MAILBOX_FRACTION):
+                    status = "degraded"
+        return Health(
+            status=status,
+            name=core.name,
+            mailbox_depth=core.depth(),
+            mailbox_capacity=core.capacity,
+            restarts=core.restarts,
+            detail=detail,
+        )
+
+
+# -- starting ------------------------------------------------------------------
+
+
+@final
+class _ServiceStart(_Startable):
+    """The ``start`` of a service's `ChildSpec` (follows the `nursery.start` protocol)."""
+
+    __slots__ = ("args", "cls", "kwargs", "mailbox_size", "name", "shutdown")
+    kind = "worker"
+
+    def __init__(
+        self,
+        cls: type[Service],
+        args: tuple[object, ...],
+        kwargs: dict[str, object],
+        name: str | None,
+        mailbox_size: int,
+        shutdown: float,
+    ) -> None:
+        self.cls = cls
+        self.args = args
+        self.kwargs = kwargs
+        self.name = name
+        self.mailbox_size = mailbox_size
+        self.shutdown = shutdown
+
+    def __repr__(self) -> str:
+        named = f" name={self.name!r}" if self.name is not None else ""
+        return f"<start {self.cls.__qualname__}{named}>"
+
+    async def __call__(
+        self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        await self.run(task_status, _ChildHandle(shutdown=self.shutdown))
+
+    async def run(self, task_status: trio.TaskStatus[Any], handle: _ChildHandle) -> None:
+        registry: Registry | None = None
+        name = self.name
+        if name is not None:
+            registry = _current_registry_or_none()
+            if registry is None:
+                raise NoRegistryError(f"starting service {name!r}")
+        service = self.cls(*self.args, **self.kwargs)
+        core = _Incarnation(service, name, self.mailbox_size, handle.restarts, registry)
+        ref: ServiceRef[Any] = ServiceRef(core, DEFAULT_CALL_TIMEOUT_S)
+        if registry is not None:
+            assert name is not None
+            registry._register(name, ref)
+        reason: str | BaseException = "killed"
+        try:
+            try:
+                if self.cls.init is not Service.init:
+                    await service.init()
+            except BaseException as exc:
+                reason = exc if isinstance(exc, Exception) else "killed"
+                core.status = _STOPPING
+                core.fail_queued()
+                raise
+            core.status = _RUNNING_S
+            core.started_at = trio.current_time()
+            handle.on_stop(core.request_stop)
+            task_status.started(ref)
+            try:
+                await core.serve()
+            except Exception as exc:
+                reason = core.reason = exc
+                core.status = _STOPPING
+                core.fail_queued()
+                # terminate on crash gets the child's shutdown budget; on an
+                # orderly stop the supervisor enforces it with its own deadline.
+                with trio.move_on_after(handle.shutdown):
+                    await service.terminate(exc)
+                raise
+            except BaseException:
+                core.status = _STOPPING
+                core.fail_queued()
+                raise
+            reason = "shutdown"
+            core.fail_queued()
+            if self.cls.terminate is not Service.terminate:
+                await service.terminate(None)
+        finally:
+            if registry is not None:
+                assert name is not None
+                registry._unregister(name, ref)
+            core.finish(reason)
+
+
+# -- by name -----------------------------------------------------------------
+
+
+def whereis(name: str, cls: type[S] | None = None) -> ServiceRef[Any] | None:
+    """The service registered as *name*, as seen from the current scope, or ``None``.
+
+    With *cls*, the result is typed ``ServiceRef[cls]`` and checked to run that class.
+
+    Raises:
+        NoRegistryError: no registry is open around the current task.
+        TypeError: *name* holds something that is not a service (or not a *cls*).
+    """
+    registry = _current_registry_or_none()
+    if registry is None:
+        raise NoRegistryError(f"whereis({name!r})")
+    return _as_ref(name, registry.lookup(name), cls)
+
+
+def _as_ref(name: str, value: object, cls: type[Service] | None) -> ServiceRef[Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, ServiceRef):
+        raise TypeError(f"name {name!r} is registered to {value!r}, which is not a service")
+    if cls is not None and not issubclass(value._core.cls, cls):
+        raise TypeError(
+            f"name {name!r} runs {value._core.cls.__qualname__}, not {cls.__qualname__}"
+        )
+    return value
+
+
+async def call(
+    name: str,
+    fn: Callable[Concatenate[S, P], Awaitable[R]],
+    /,
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> R:
+    """Call handler *fn* of the service registered as *name*, resolved on each attempt.
+
+    Rides through a supervised restart: while the name is not registered, or
+    the incarnation found ends before running the message, it waits for the
+    name to be (re)registered and tries again, all within the default call
+    timeout (`DEFAULT_CALL_TIMEOUT_S`). A message that ran is never retried.
+
+    Raises:
+        NoRegistryError: no registry is open around the current task.
+        ServiceUnavailableError: no live service took the message within the timeout.
+        CallTimeoutError: the service took the message but did not reply in time.
+        ServiceCrashedError, Rejected, TypeError: as `ServiceRef.call`.
+    """
+    registry = _current_registry_or_none()
+    if registry is None:
+        raise NoRegistryError(f"call({name!r}, ...)")
+    timeout = DEFAULT_CALL_TIMEOUT_S
+    sent: _Message | None = None
+    failed: _Incarnation | None = None
+    with trio.CancelScope(deadline=trio.current_time() + timeout):
+        while True:
+            ref = _as_ref(name, registry.lookup(name), None)
+            if ref is None or ref._core is failed:
+                sent = None
+                await registry._wait_changed(name)
+                continue
+            core = ref._core
+            core.handler_name(fn)
+            sent = _Message(core, fn, args, kwargs, current_task())
+            try:
+                return await core.call(sent)  # type: ignore[no-any-return]
+            except _NotRunError:
+                failed = core
+    if sent is not None and sent.state != _WITHDRAWN:
+        raise CallTimeoutError(repr(name), getattr(fn, "__name__", repr(fn)), timeout)
+    raise ServiceUnavailableError(
+        repr(name),
+        f"no live service took the call within {timeout:g} s "
+        f"(nothing registered under that name{'' if failed is None else ' ran it'}); "
+        "is it started under a supervisor in this registry scope?",
+    )
+
+
+async def cast(
+    name: str,
+    fn: Callable[Concatenate[S, P], Awaitable[object]],
+    /,
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> None:
+    """Cast handler *fn* to the service registered as *name*.
+
+    Waits (within the default call timeout) for the name to be registered,
+    then for mailbox space.
+
+    Raises:
+        NoRegistryError: no registry is open around the current task.
+        ServiceUnavailableError: the name was not registered in time, or its
+            incarnation stopped before taking the message.
+    """
+    registry = _current_registry_or_none()
+    if registry is None:
+        raise NoRegistryError(f"cast({name!r}, ...)")
+    ref: ServiceRef[Any] | None = None
+    with trio.move_on_after(DEFAULT_CALL_TIMEOUT_S):
+        while (ref := _as_ref(name, registry.lookup(name), None)) is None:
+            await registry._wait_changed(name)
+    if ref is None:
+        raise ServiceUnavailableError(
+            repr(name),
+            f"nothing was registered under that name within {DEFAULT_CALL_TIMEOUT_S:g} s",
+        )
+    await ref.cast(fn, *args, **kwargs)

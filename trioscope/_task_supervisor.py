@@ -1,0 +1,123 @@
+"""Task supervisors: supervised fire-and-forget tasks (Elixir's Task.Supervisor).
+
+::
+
+    import trio, trioscope
+
+    async def main() -> None:
+        async with trioscope.open_task_supervisor() as tasks:
+            tasks.start_soon(trio.sleep, 0)          # a failure would be logged, not raised
+            assert await tasks.run(trio.to_thread.run_sync, sum, [1, 2]) == 3
+
+    trio.run(main)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TypeVar, final
+
+import outcome
+import trio
+
+from ._errors import ServiceUnavailableError
+
+_log = logging.getLogger("trioscope.tasks")
+R = TypeVar("R")
+
+
+@final
+class TaskSupervisor:
+    """Runs tasks whose failures never cancel anything else; from `open_task_supervisor`."""
+
+    def __init__(self, nursery: trio.Nursery, name: str) -> None:
+        self._nursery = nursery
+        self.name = name
+        self.failures = 0
+        """How many tasks started with `start_soon` have failed."""
+
+    def cancel(self) -> None:
+        """Cancel every task it runs (the block then exits once they have ended)."""
+        self._nursery.cancel_scope.cancel()
+
+    def __repr__(self) -> str:
+        return f"<TaskSupervisor {self.name!r} {len(self._nursery.child_tasks)} tasks>"
+
+    def start_soon(
+        self, fn: Callable[..., Awaitable[object]], *args: object, name: object = None
+    ) -> None:
+        """Run ``fn(*args)`` as a supervised task; its failure is logged and counted."""
+        self._nursery.start_soon(self._guard, fn, args, name=name or fn)
+
+    async def _guard(self, fn: Callable[..., Awaitable[object]], args: tuple[object, ...]) -> None:
+        try:
+            await fn(*args)
+        except Exception as exc:
+            self.failures += 1
+            _log.error(
+                "task supervisor %r: task %s failed",
+                self.name,
+                getattr(fn, "__qualname__", fn),
+                exc_info=exc,
+                extra={"supervisor": self.name, "event": "task_failed"},
+            )
+
+    async def run(self, fn: Callable[..., Awaitable[R]], *args: object) -> R:
+        """Run ``fn(*args)`` under this supervisor and return its result or raise its error here.
+
+        If the caller is cancelled, the task is cancelled too.
+
+        Raises:
+            ServiceUnavailableError: the task supervisor closed before the task finished.
+        """
+        done = trio.Event()
+        result: list[outcome.Outcome[R]] = []
+
+        async def runner(*, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+            try:
+                with trio.CancelScope() as scope:
+                    task_status.started(scope)
+                    try:
+                        value = await fn(*args)
+                    except Exception as exc:
+                        result.append(outcome.Error(exc))
+                    else:
+                        result.append(outcome.Value(value))
+            finally:
+                done.set()
+
+        scope = await self._nursery.start(runner)
+        try:
+            await done.wait()
+        finally:
+            if not done.is_set():
+                scope.cancel()
+        if not result:
+            raise ServiceUnavailableError(
+                f"task supervisor {self.name!r}",
+                f"it closed before {getattr(fn, '__qualname__', fn)} finished",
+            )
+        return result[0].unwrap()
+
+
+@asynccontextmanager
+async def open_task_supervisor(name: str = "tasks") -> AsyncIterator[TaskSupervisor]:
+    """Open a task supervisor; like a nursery, leaving the block waits for its tasks.
+
+    If the body raises, the tasks are cancelled and the body's exception is
+    raised as it is (never inside an ExceptionGroup).
+    """
+    # Unwrap policy: the tasks' wrappers catch every Exception, so only the
+    # body can raise inside this nursery; keep its exception and raise it after.
+    body_error: BaseException | None = None
+    async with trio.open_nursery() as nursery:
+        supervisor = TaskSupervisor(nursery, name)
+        try:
+            yield supervisor
+        except BaseException as exc:
+            body_error = exc
+            nursery.cancel_scope.cancel()
+    if body_error is not None:
+        raise body_error

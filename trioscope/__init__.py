@@ -6,8 +6,6 @@ scopes, so test isolation falls out of nesting scopes. Everything public is
 re-exported here; the implementation lives in private modules.
 """
 
-from __future__ import annotations
-
 from ._app import run as run
 from ._app import serve as serve
 from ._child_spec import DEFAULT_SHUTDOWN_S as DEFAULT_SHUTDOWN_S

@@ -1,0 +1,57 @@
+"""Every code example users read runs: README, docs/*.md, and module docstrings."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+MODULES = [
+    "trioscope._registry",
+    "trioscope._service",
+    "trioscope._child_spec",
+    "trioscope._supervisor",
+    "trioscope._monitor",
+    "trioscope._task_supervisor",
+    "trioscope._app",
+]
+
+
+def _markdown_blocks() -> list[tuple[str, str]]:
+    blocks = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for number, match in enumerate(FENCE.finditer(path.read_text()), start=1):
+            blocks.append((f"{path.relative_to(ROOT)}#{number}", match.group(1)))
+    return blocks
+
+
+def _docstring_example(module: str) -> str:
+    doc = importlib.import_module(module).__doc__ or ""
+    _, sep, rest = doc.partition("::\n\n")
+    assert sep, f"{module}'s docstring should open with a runnable example"
+    lines = []
+    for line in rest.splitlines():
+        if line and not line.startswith("    "):
+            break
+        lines.append(line)
+    return textwrap.dedent("\n".join(lines))
+
+
+def _run(source: str, name: str) -> None:
+    code = compile(source, name, "exec")
+    exec(code, {"__name__": "__docs__"})  # noqa: S102 - running our own docs is the point
+
+
+@pytest.mark.parametrize(("where", "source"), _markdown_blocks(), ids=lambda v: v[:40])
+def test_markdown_example_runs(where: str, source: str) -> None:
+    _run(source, where)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_docstring_example_runs(module: str) -> None:
+    _run(_docstring_example(module), module)

@@ -1,0 +1,57 @@
+"""The public namespace: sorted, complete, and reporting public module paths."""
+
+from __future__ import annotations
+
+import inspect
+
+import trioscope
+
+# The contract's names (shared/DESIGN.md sections 1-4): other code relies on them.
+CONTRACT = """open_registry current_registry Registry NoRegistryError AlreadyRegisteredError
+Service ServiceRef whereis call cast Health ServiceStatistics CallTimeoutError
+ServiceUnavailableError ServiceCrashedError MailboxFullError Rejected TrioscopeError
+ChildSpec Restart Strategy open_supervisor supervisor_spec StartError
+RestartIntensityExceededError ChildInfo ChildCounts Backoff monitor Down
+open_dynamic_supervisor MaxChildrenError open_task_supervisor run""".split()
+
+
+def _isort_key(name: str) -> tuple[int, str]:
+    # Constants, then classes, then functions: the order ruff's RUF022 keeps.
+    kind = 0 if name.isupper() else 1 if name[0].isupper() else 2
+    return kind, name
+
+
+def test_all_is_sorted_and_unique() -> None:
+    assert trioscope.__all__ == sorted(set(trioscope.__all__), key=_isort_key)
+
+
+def test_all_lists_every_public_name_and_only_those() -> None:
+    public = {
+        name
+        for name, value in vars(trioscope).items()
+        if not name.startswith("_") and not inspect.ismodule(value)
+    }
+    assert public == set(trioscope.__all__)
+
+
+def test_contract_names_are_exported() -> None:
+    assert set(CONTRACT) <= set(trioscope.__all__)
+
+
+def test_public_classes_and_functions_report_the_public_module() -> None:
+    for name in trioscope.__all__:
+        value = getattr(trioscope, name)
+        if inspect.isclass(value) or inspect.isfunction(value):
+            assert value.__module__ == "trioscope", name
+
+
+def test_errors_derive_from_trioscope_error() -> None:
+    errors = [
+        value
+        for name in trioscope.__all__
+        if name.endswith("Error") and isinstance(value := getattr(trioscope, name), type)
+    ]
+    assert errors
+    for error in errors:
+        assert issubclass(error, trioscope.TrioscopeError), error
+    assert not issubclass(trioscope.Rejected, trioscope.TrioscopeError)

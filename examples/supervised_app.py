@@ -99,7 +99,7 @@ async def demo() -> None:
 
 
 class OneLineFormatter(logging.Formatter):
-    def formatException(self, ei: object) -> str:  # noqa: N802 (logging's name)
+    def formatException(self, ei: object) -> str:
         return ""
 
     def format(self, record: logging.LogRecord) -> str:

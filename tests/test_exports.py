@@ -7,7 +7,42 @@ import inspect
 import trioscope
 
 # The contract's names (shared/DESIGN.md sections 1-4): other code relies on them.
-CONTRACT = ["open_registry", "current_registry", "Registry", "NoRegistryError", "AlreadyRegisteredError", "Service", "ServiceRef", "whereis", "call", "cast", "Health", "ServiceStatistics", "CallTimeoutError", "ServiceUnavailableError", "ServiceCrashedError", "MailboxFullError", "Rejected", "TrioscopeError", "ChildSpec", "Restart", "Strategy", "open_supervisor", "supervisor_spec", "StartError", "RestartIntensityExceededError", "ChildInfo", "ChildCounts", "Backoff", "monitor", "Down", "open_dynamic_supervisor", "MaxChildrenError", "open_task_supervisor", "run"]
+CONTRACT = [
+    "open_registry",
+    "current_registry",
+    "Registry",
+    "NoRegistryError",
+    "AlreadyRegisteredError",
+    "Service",
+    "ServiceRef",
+    "whereis",
+    "call",
+    "cast",
+    "Health",
+    "ServiceStatistics",
+    "CallTimeoutError",
+    "ServiceUnavailableError",
+    "ServiceCrashedError",
+    "MailboxFullError",
+    "Rejected",
+    "TrioscopeError",
+    "ChildSpec",
+    "Restart",
+    "Strategy",
+    "open_supervisor",
+    "supervisor_spec",
+    "StartError",
+    "RestartIntensityExceededError",
+    "ChildInfo",
+    "ChildCounts",
+    "Backoff",
+    "monitor",
+    "Down",
+    "open_dynamic_supervisor",
+    "MaxChildrenError",
+    "open_task_supervisor",
+    "run",
+]
 
 
 def _isort_key(name: str) -> tuple[int, str]:

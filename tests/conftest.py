@@ -8,7 +8,5 @@ import trioscope._supervisor
 # and replay failures exactly.
 hypothesis.register_random(trioscope._supervisor.JITTER_RANDOM)
 
-hypothesis.settings.register_profile(
-    "trioscope", deadline=None, max_examples=50, print_blob=True
-)
+hypothesis.settings.register_profile("trioscope", deadline=None, max_examples=50, print_blob=True)
 hypothesis.settings.load_profile("trioscope")

@@ -89,9 +89,11 @@ class Backoff:
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         """The delay in seconds before restart number *attempt* (0-based)."""
-        # Cap the exponent so a long failure streak cannot overflow a float.
-        base = self.initial * self.multiplier ** min(attempt, 1024)
-        base = min(self.maximum, base)
+        try:
+            base = min(self.maximum, self.initial * self.multiplier**attempt)
+        except OverflowError:
+            # A long failure streak grew past any float long ago: the cap applies.
+            base = self.maximum if self.initial else 0.0
         if self.jitter:
             base *= 1.0 - self.jitter * rng.random()
         return base
@@ -166,12 +168,15 @@ class ChildSpec:
 class _ChildHandle:
     """What a supervisor hands a child it runs: its restart count and a stop request."""
 
-    __slots__ = ("_on_stop", "restarts", "shutdown", "stop_requested")
+    __slots__ = ("_on_stop", "deadline", "restarts", "shutdown", "stop_requested")
 
     def __init__(self, restarts: int = 0, shutdown: float = DEFAULT_SHUTDOWN_S) -> None:
         self.restarts = restarts
         self.shutdown = shutdown
         self.stop_requested = False
+        # When the supervisor cancels the child: the end of its shutdown budget, set
+        # when it is stopped. A nested supervisor stops its own children by then.
+        self.deadline = math.inf
         self._on_stop: Callable[[], None] | None = None
 
     def on_stop(self, callback: Callable[[], None]) -> None:

@@ -9,11 +9,13 @@
             return 1
 
     async def main() -> None:
-        async with trioscope.open_registry(), trio.open_nursery() as nursery:
-            await nursery.start(Db.child_spec(name="db").start)
-            async with trioscope.monitor("db") as down:
-                nursery.cancel_scope.cancel()
-                assert (await down.wait()).reason == "killed"
+        async with trioscope.open_registry():
+            async with trio.open_nursery() as nursery:
+                await nursery.start(Db.child_spec(name="db").start)
+                async with trioscope.monitor("db") as down:
+                    nursery.cancel_scope.cancel()
+            # Wait outside the cancelled nursery, or the wait itself is cancelled.
+            assert (await down.wait()).reason == "killed"
 
     trio.run(main)
 """

@@ -357,7 +357,7 @@ class _Incarnation:
 
     def unavailable(self) -> _NotRunError:
         if isinstance(self.reason, BaseException):
-            why = f"it crashed ({_reason_text(self.reason)}); the message was not run"
+            why = f"it {_reason_text(self.reason)}; the message was not run"
         elif self.status == _STOPPING:
             why = "it is shutting down; the message was not run"
         else:
@@ -463,7 +463,7 @@ class _Incarnation:
                 _reply(msg, outcome.Error(exc))
             except Exception as exc:
                 self.handled += 1
-                crashed = ServiceCrashedError(self.label, msg.describe())
+                crashed = ServiceCrashedError(self.label, getattr(msg.fn, "__name__", repr(msg.fn)))
                 crashed.__cause__ = exc
                 _reply(msg, outcome.Error(crashed))
                 self.crash_report(msg, exc)
@@ -873,7 +873,10 @@ async def call(
                 return await core.call(sent)  # type: ignore[no-any-return]
             except _NotRunError:
                 failed = core
-    if sent is not None and sent.state != _WITHDRAWN:
+    # A message still held by a live incarnation (queued, waiting for mailbox
+    # space or running) means the service was there but slow: a timeout, as
+    # for `ServiceRef.call`. Unavailable only when no incarnation held it.
+    if sent is not None:
         raise CallTimeoutError(repr(name), getattr(fn, "__name__", repr(fn)), timeout)
     raise ServiceUnavailableError(
         repr(name),

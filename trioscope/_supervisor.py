@@ -221,6 +221,7 @@ class Supervisor:
         backoff: Backoff | None,
         max_children: int | None,
         rng: random.Random | None,
+        handle: _ChildHandle | None = None,
     ) -> None:
         self.id = id
         self.strategy = strategy
@@ -241,6 +242,7 @@ class Supervisor:
         self._closing = False
         self._closed = False
         self._error: BaseException | None = None
+        self._handle = handle  # from the parent, when nested
 
     def __repr__(self) -> str:
         counts = self.count_children()
@@ -287,9 +289,24 @@ class Supervisor:
             raise UnknownChildError(self.id, child_id)
         return child
 
-    def _check_open(self) -> None:
+    def _check_open(self, child_id: str) -> None:
         if self._closing:
-            raise ChildStateError(self.id, "*", "closing", "the supervisor is shutting down")
+            child = self._children.get(child_id)
+            raise ChildStateError(
+                self.id,
+                child_id,
+                child.status if child is not None else "not started",
+                "the supervisor is shutting down and starts no more children",
+            )
+
+    def _check_room(self) -> None:
+        """Raise `MaxChildrenError` if a dynamic supervisor already runs its maximum."""
+        limit = self.max_children
+        if limit is None or len(self._children) < limit:
+            return
+        # Stopped children keep their spec but not their slot (as Elixir's max_children).
+        if sum(1 for c in self._children.values() if c.status != "stopped") >= limit:
+            raise MaxChildrenError(self.id, limit)
 
     async def start_child(self, spec: ChildSpec) -> object:
         """Add a child at the end of the start order, start it, and return its started value.
@@ -302,13 +319,12 @@ class Supervisor:
         if not isinstance(spec, ChildSpec):
             raise TypeError(f"start_child takes a ChildSpec, got {spec!r}")
         async with self._lock:
-            self._check_open()
+            self._check_open(spec.id)
             if spec.id in self._children:
                 raise ValueError(
                     f"supervisor {self.id!r} already has a child {spec.id!r}: ids must be unique"
                 )
-            if self.max_children is not None and len(self._children) >= self.max_children:
-                raise MaxChildrenError(self.id, self.max_children)
+            self._check_room()
             child = _Child(spec)
             self._children[spec.id] = child
             try:
@@ -341,15 +357,17 @@ class Supervisor:
         Raises:
             UnknownChildError: no such child.
             ChildStateError: the child is not stopped.
+            MaxChildrenError: a dynamic supervisor already runs its maximum.
             StartError: it failed to start.
         """
         async with self._lock:
-            self._check_open()
             child = self._get(child_id)
+            self._check_open(child_id)
             if child.status != "stopped":
                 raise ChildStateError(
                     self.id, child_id, child.status, "only a stopped child can be restarted"
                 )
+            self._check_room()
             child.restarts += 1
             error = await self._start(child)
             if error is not None:
@@ -457,14 +475,19 @@ class Supervisor:
         if not child.stopping:
             child.stopping = True
             child.status = "stopping"
-            budget = child.spec.shutdown
+            now = trio.current_time()
+            # A nested supervisor's own budget bounds its children's: when its
+            # parent cancels it, they are cancelled too.
+            deadline = min(now + child.spec.shutdown, self._parent_deadline())
             handle = child.handle
-            if budget == 0 or handle is None or not isinstance(child.spec.start, _Startable):
+            if deadline <= now or handle is None or not isinstance(child.spec.start, _Startable):
+                if handle is not None:
+                    handle.deadline = now
                 scope.cancel()
             else:
+                handle.deadline = deadline
                 handle.request_stop()
-                if budget != math.inf:
-                    scope.deadline = min(scope.deadline, trio.current_time() + budget)
+                scope.deadline = min(scope.deadline, deadline)
         await done.wait()
         _log.info(
             "supervisor %r stopped child %r",
@@ -473,9 +496,17 @@ class Supervisor:
             extra={"supervisor": self.id, "child": child.spec.id, "event": "stop"},
         )
 
+    def _parent_deadline(self) -> float:
+        return self._handle.deadline if self._handle is not None else math.inf
+
     async def _stop_all(self) -> None:
         for child in reversed(list(self._children.values())):
             await self._stop(child)
+        # Children waiting to restart, or whose exit is not handled yet, will not run again.
+        for child in self._children.values():
+            if child.status in ("backoff", "exited"):
+                child.status = "stopped"
+                child.restart_at = None
         self._waiting.clear()
 
     # -- deciding --------------------------------------------------------
@@ -543,10 +574,14 @@ class Supervisor:
             else:
                 child.status = "stopped"
             return
-        await self._on_failure(child, error)
+        await self._on_failure(child, error, ran=True)
 
-    async def _on_failure(self, child: _Child, error: BaseException | None) -> None:
-        """Apply intensity, then the strategy, to a child that must restart."""
+    async def _on_failure(self, child: _Child, error: BaseException | None, *, ran: bool) -> None:
+        """Apply intensity, then the strategy, to a child that must restart.
+
+        *ran* is false when the child failed to (re)start: that is no stable run,
+        however long ago it last started.
+        """
         now = trio.current_time()
         times = self._restart_times
         times.append(now)
@@ -589,7 +624,7 @@ class Supervisor:
         backoff = child.spec.backoff or self.backoff
         delay = 0.0
         if backoff is not None:
-            if child.started_at and now - child.started_at >= backoff.reset_after:
+            if ran and now - child.started_at >= backoff.reset_after:
                 child.attempt = 0
             delay = backoff.delay(child.attempt, self._rng)
             child.attempt += 1
@@ -635,7 +670,7 @@ class Supervisor:
                 error = await self._start(child)
                 if error is not None:
                     # A failed restart is another failure of that child.
-                    await self._on_failure(child, error)
+                    await self._on_failure(child, error, ran=False)
                     break
 
     async def _finish(self, error: BaseException | None) -> None:
@@ -664,6 +699,7 @@ async def _open(
     backoff: Backoff | None,
     max_children: int | None,
     rng: random.Random | None,
+    handle: _ChildHandle | None = None,
 ) -> AsyncIterator[Supervisor]:
     specs = _check_children(children)
     _check_options(strategy, max_restarts, max_seconds)
@@ -679,6 +715,7 @@ async def _open(
         backoff=backoff,
         max_children=max_children,
         rng=rng,
+        handle=handle,
     )
     for spec in specs:
         sup._children[spec.id] = _Child(spec)
@@ -768,10 +805,14 @@ def open_dynamic_supervisor(
     """A one-for-one supervisor that starts empty; add children with `Supervisor.start_child`.
 
     Raises:
-        MaxChildrenError: from `Supervisor.start_child`, past *max_children*.
+        MaxChildrenError: from `Supervisor.start_child`, when *max_children* are
+            already running (stopped children keep their spec, not their slot).
     """
-    if max_children is not None and (not _is_int(max_children) or max_children < 0):
-        raise ValueError(f"max_children must be None or an int >= 0, got {max_children!r}")
+    if max_children is not None:
+        if not _is_int(max_children):
+            raise TypeError(f"max_children must be None or an int, got {max_children!r}")
+        if max_children < 0:
+            raise ValueError(f"max_children must be >= 0, got {max_children}")
     return _open(
         (),
         id=id,
@@ -797,7 +838,7 @@ class _SupervisorStart(_Startable):
         return f"<start supervisor {self.options['id']!r}>"
 
     async def run(self, task_status: trio.TaskStatus[Any], handle: _ChildHandle) -> None:
-        async with _open(self.children, max_children=None, **self.options) as sup:
+        async with _open(self.children, max_children=None, handle=handle, **self.options) as sup:
             stop = trio.Event()
             handle.on_stop(stop.set)
             task_status.started(sup)

@@ -15,8 +15,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import TypeVar, final
 
 import outcome
@@ -37,10 +37,29 @@ class TaskSupervisor:
         self.name = name
         self.failures = 0
         """How many tasks started with `start_soon` have failed."""
+        # `cancel` cancels these rather than the nursery's own scope, so each
+        # Cancelled ends at the scope it came from, as Trio intends.
+        self._body_scope = trio.CancelScope()
+        self._task_scopes: set[trio.CancelScope] = set()
+        self._cancelled = False
 
     def cancel(self) -> None:
-        """Cancel every task it runs (the block then exits once they have ended)."""
-        self._nursery.cancel_scope.cancel()
+        """Cancel every task it runs, and the body of its block, which then exits without error."""
+        self._cancelled = True
+        self._body_scope.cancel()
+        for scope in self._task_scopes:
+            scope.cancel()
+
+    @contextmanager
+    def _task_scope(self) -> Iterator[trio.CancelScope]:
+        with trio.CancelScope() as scope:
+            if self._cancelled:
+                scope.cancel()
+            self._task_scopes.add(scope)
+            try:
+                yield scope
+            finally:
+                self._task_scopes.discard(scope)
 
     def __repr__(self) -> str:
         return f"<TaskSupervisor {self.name!r} {len(self._nursery.child_tasks)} tasks>"
@@ -52,22 +71,24 @@ class TaskSupervisor:
         self._nursery.start_soon(self._guard, fn, args, name=name or fn)
 
     async def _guard(self, fn: Callable[..., Awaitable[object]], args: tuple[object, ...]) -> None:
-        try:
-            await fn(*args)
-        except Exception as exc:
-            self.failures += 1
-            _log.error(
-                "task supervisor %r: task %s failed",
-                self.name,
-                getattr(fn, "__qualname__", fn),
-                exc_info=exc,
-                extra={"supervisor": self.name, "event": "task_failed"},
-            )
+        with self._task_scope():
+            try:
+                await fn(*args)
+            except Exception as exc:
+                self.failures += 1
+                _log.error(
+                    "task supervisor %r: task %s failed",
+                    self.name,
+                    getattr(fn, "__qualname__", fn),
+                    exc_info=exc,
+                    extra={"supervisor": self.name, "event": "task_failed"},
+                )
 
     async def run(self, fn: Callable[..., Awaitable[R]], *args: object) -> R:
         """Run ``fn(*args)`` under this supervisor and return its result or raise its error here.
 
-        If the caller is cancelled, the task is cancelled too.
+        If the caller is cancelled, the task is cancelled too, and the caller
+        waits until it has ended.
 
         Raises:
             ServiceUnavailableError: the task supervisor closed before the task finished.
@@ -77,7 +98,7 @@ class TaskSupervisor:
 
         async def runner(*, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
             try:
-                with trio.CancelScope() as scope:
+                with self._task_scope() as scope:
                     task_status.started(scope)
                     try:
                         value = await fn(*args)
@@ -93,7 +114,10 @@ class TaskSupervisor:
             await done.wait()
         finally:
             if not done.is_set():
+                # As with a direct call, the caller goes on only once the task has ended.
                 scope.cancel()
+                with trio.CancelScope(shield=True):
+                    await done.wait()
         if not result:
             raise ServiceUnavailableError(
                 f"task supervisor {self.name!r}",
@@ -115,7 +139,8 @@ async def open_task_supervisor(name: str = "tasks") -> AsyncIterator[TaskSupervi
     async with trio.open_nursery() as nursery:
         supervisor = TaskSupervisor(nursery, name)
         try:
-            yield supervisor
+            with supervisor._body_scope:
+                yield supervisor
         except BaseException as exc:
             body_error = exc
             nursery.cancel_scope.cancel()

@@ -1,0 +1,1602 @@
+"""Tests for services, `ServiceRef` and calls by name (DESIGN.md section 2).
+
+Services are started bare, ``await nursery.start(spec.start)``, with no
+supervisor: `Host` runs each incarnation in its own cancel scope and records
+how it ended, so a crash is observed instead of tearing the test's nursery down.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, ClassVar
+
+import attrs
+import pytest
+import trio
+import trio.testing
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
+
+import trioscope
+from trioscope import (
+    CallTimeoutError,
+    ChildSpec,
+    Health,
+    MailboxFullError,
+    NoRegistryError,
+    Restart,
+    Service,
+    ServiceCrashedError,
+    ServiceRef,
+    ServiceStatistics,
+    ServiceUnavailableError,
+)
+
+HOW_TO_OPEN = (
+    "needs a registry, and none is open around the current task: wrap the code in "
+    "`async with trioscope.open_registry():` (or run it under `trioscope.run(...)`, "
+    "which opens one)"
+)
+
+
+def exactly(message: str) -> str:
+    """A `pytest.raises` match pattern for exactly *message*."""
+    return "^" + re.escape(message) + "$"
+
+
+# -- services under test --------------------------------------------------------
+
+
+class BadAmount(trioscope.Rejected, ValueError):
+    """An expected failure: the caller gets it, the service keeps running."""
+
+
+class Counter(Service):
+    def __init__(self, start: int = 0) -> None:
+        self.value = start
+
+    async def incr(self, by: int = 1) -> int:
+        self.value += by
+        return self.value
+
+    async def get(self) -> int:
+        return self.value
+
+    async def add_then_reject(self, by: int) -> int:
+        self.value += by
+        raise BadAmount(f"rejected after adding {by}")
+
+    async def crash(self) -> None:
+        raise RuntimeError("counter crashed")
+
+
+class Worker(Service):
+    """Records what it runs in *log*; ``hold`` runs until *gate* is set."""
+
+    def __init__(self, log: list[object] | None = None, gate: trio.Event | None = None) -> None:
+        self.log: list[object] = [] if log is None else log
+        self.gate = trio.Event() if gate is None else gate
+        self.value = 0
+        self.active = 0
+        self.max_active = 0
+
+    async def record(self, item: object) -> object:
+        self.log.append(item)
+        return item
+
+    async def hold(self) -> str:
+        self.log.append("hold")
+        await self.gate.wait()
+        return "released"
+
+    async def hold_then_crash(self) -> None:
+        self.log.append("hold")
+        await self.gate.wait()
+        raise RuntimeError("worker crashed")
+
+    async def slow_incr(self) -> int:
+        # Reads, awaits, then writes: two of these interleaved would lose an update.
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        current = self.value
+        await trio.sleep(1)
+        self.value = current + 1
+        self.active -= 1
+        return self.value
+
+    async def max_concurrency(self) -> int:
+        return self.max_active
+
+    def describe(self) -> str:  # public but not async: not a handler
+        return "worker"
+
+    async def _private(self) -> None:  # private: not a handler
+        pass  # pragma: no cover
+
+
+class Recorder(Service):
+    """Keeps whatever ``__init__`` received."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self.args = args
+        self.kwargs = kwargs
+
+    async def seen(self) -> tuple[tuple[object, ...], dict[str, object], int]:
+        return self.args, self.kwargs, id(self)
+
+
+class NeedsArg(Service):
+    def __init__(self, required: int) -> None:
+        self.required = required
+
+
+class Lifecycle(Service):
+    """Logs its hooks; ``init`` can be held at *init_gate* or fail with *init_error*."""
+
+    def __init__(
+        self,
+        log: list[object],
+        init_gate: trio.Event | None = None,
+        init_error: BaseException | None = None,
+        terminate_forever: bool = False,
+    ) -> None:
+        self.log = log
+        self.init_gate = init_gate
+        self.init_error = init_error
+        self.terminate_forever = terminate_forever
+
+    async def init(self) -> None:
+        self.log.append("init")
+        if self.init_gate is not None:
+            await self.init_gate.wait()
+        if self.init_error is not None:
+            raise self.init_error
+        self.log.append("ready")
+
+    async def terminate(self, reason: BaseException | None) -> None:
+        self.log.append(("terminate", reason))
+        if self.terminate_forever:
+            await trio.sleep_forever()
+
+    async def record(self, item: object) -> object:
+        self.log.append(item)
+        return item
+
+    async def crash(self) -> None:
+        raise RuntimeError("lifecycle crashed")
+
+
+class Probe(Service):
+    """A health hook that reports *report*, raises it, or waits for *gate*."""
+
+    def __init__(
+        self, report: Mapping[str, object] | Exception, gate: trio.Event | None = None
+    ) -> None:
+        self.report = report
+        self.gate = gate
+
+    async def health(self) -> Mapping[str, object]:
+        if self.gate is not None:
+            await self.gate.wait()
+        if isinstance(self.report, Exception):
+            raise self.report
+        return self.report
+
+    async def hold(self, gate: trio.Event) -> None:
+        await gate.wait()
+
+    async def noop(self) -> None:
+        pass
+
+
+async def stray(self: Worker) -> None:  # looks like a handler, belongs to no class
+    pass  # pragma: no cover
+
+
+# -- running bare services ----------------------------------------------------------
+
+
+class _Forward:
+    """A task status that also tells `Host` which incarnation started."""
+
+    def __init__(self, inner: trio.TaskStatus[ServiceRef[Any]], on_started: Callable[..., None]):
+        self._inner = inner
+        self._on_started = on_started
+        self.ref: ServiceRef[Any] | None = None
+
+    def started(self, value: ServiceRef[Any]) -> None:
+        self.ref = value
+        self._on_started(value)
+        self._inner.started(value)
+
+
+class Host:
+    """Runs incarnations in a nursery, each in its own cancel scope, recording its exit.
+
+    ``exits[incarnation]`` is the exception it crashed with, ``"cancelled"`` or
+    ``"returned"``. Failures before ``started()`` propagate to `start` (the start failed).
+    """
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self.nursery = nursery
+        self.exits: dict[int, BaseException | str] = {}
+        self._scopes: dict[int, trio.CancelScope] = {}
+        self._ended: dict[int, trio.Event] = {}
+
+    async def start(self, spec: ChildSpec) -> ServiceRef[Any]:
+        ref: ServiceRef[Any] = await self.nursery.start(self._run, spec)
+        return ref
+
+    async def _run(self, spec: ChildSpec, *, task_status: trio.TaskStatus[Any]) -> None:
+        scope = trio.CancelScope()
+
+        def on_started(ref: ServiceRef[Any]) -> None:
+            self._scopes[ref.incarnation] = scope
+            self._ended[ref.incarnation] = trio.Event()
+
+        forward = _Forward(task_status, on_started)
+        exit_: BaseException | str = "returned"
+        try:
+            with scope:
+                try:
+                    await spec.start(task_status=forward)
+                except Exception as exc:
+                    if forward.ref is None:
+                        raise
+                    exit_ = exc
+            if scope.cancelled_caught:
+                exit_ = "cancelled"
+        finally:
+            if forward.ref is not None:
+                self.exits[forward.ref.incarnation] = exit_
+                self._ended[forward.ref.incarnation].set()
+
+    async def ended(self, ref: ServiceRef[Any]) -> BaseException | str:
+        await self._ended[ref.incarnation].wait()
+        return self.exits[ref.incarnation]
+
+    async def kill(self, ref: ServiceRef[Any]) -> None:
+        self._scopes[ref.incarnation].cancel()
+        await self.ended(ref)
+
+
+@asynccontextmanager
+async def running(namespace: str = "test") -> AsyncIterator[Host]:
+    """An isolated registry scope and a `Host` whose services are killed on exit."""
+    async with trioscope.open_registry(namespace, isolated=True), trio.open_nursery() as nursery:
+        yield Host(nursery)
+        nursery.cancel_scope.cancel()
+
+
+async def capture(
+    results: dict[str, object], key: str, fn: Callable[[], Awaitable[object]]
+) -> None:
+    """Store what *fn* returns or raises under *key*."""
+    try:
+        results[key] = await fn()
+    except Exception as exc:
+        results[key] = exc
+
+
+def stats(ref: ServiceRef[Any]) -> tuple[int, int, int]:
+    """(mailbox_depth, in_flight, handled) of *ref*."""
+    s = ref.statistics()
+    return s.mailbox_depth, s.in_flight, s.handled
+
+
+# -- child_spec ------------------------------------------------------------------
+
+
+def test_child_spec_takes_the_reserved_options() -> None:
+    backoff = trioscope.Backoff(initial=1.0)
+    spec = Counter.child_spec(
+        5,
+        name="counter",
+        id="the-child",
+        restart=Restart.TRANSIENT,
+        shutdown=2.5,
+        mailbox_size=7,
+        significant=True,
+        backoff=backoff,
+    )
+    assert isinstance(spec, ChildSpec)
+    assert (spec.id, spec.restart, spec.shutdown, spec.significant, spec.backoff) == (
+        "the-child",
+        Restart.TRANSIENT,
+        2.5,
+        True,
+        backoff,
+    )
+    assert spec.kind == "worker"
+
+
+def test_child_spec_defaults() -> None:
+    spec = Counter.child_spec(name="counter")
+    assert spec.id == "counter"  # the id defaults to the name
+    assert spec.restart is Restart.PERMANENT
+    assert spec.shutdown == trioscope.DEFAULT_SHUTDOWN_S
+    assert (spec.significant, spec.backoff) == (False, None)
+    # Without a name, every spec gets its own id.
+    first, second = Counter.child_spec().id, Counter.child_spec().id
+    assert re.fullmatch(r"Counter-\d+", first)
+    assert re.fullmatch(r"Counter-\d+", second)
+    assert first != second
+
+
+async def test_other_arguments_go_to_init_and_reserved_ones_do_not() -> None:
+    async with running() as host:
+        spec = Recorder.child_spec(
+            1,
+            2,
+            name="rec",
+            id="rec-id",
+            restart=Restart.TRANSIENT,
+            shutdown=1.0,
+            mailbox_size=3,
+            significant=False,
+            backoff=None,
+            colour="red",
+        )
+        ref = await host.start(spec)
+        args, kwargs, _ = await ref.call(Recorder.seen)
+        assert args == (1, 2)
+        assert kwargs == {"colour": "red"}
+        assert ref.statistics().mailbox_capacity == 3
+        assert ref.name == "rec"
+
+
+async def test_every_start_makes_a_fresh_instance() -> None:
+    async with running() as host:
+        spec = Counter.child_spec(10, name="counter")
+        first = await host.start(spec)
+        assert await first.call(Counter.incr, by=5) == 15
+        await host.kill(first)
+        second = await host.start(spec)
+        assert second != first
+        assert second.incarnation != first.incarnation
+        assert await second.call(Counter.get) == 10  # not 15: a new instance
+
+        spec = Recorder.child_spec(name="rec")
+        ids = set()
+        for _ in range(3):
+            ref = await host.start(spec)
+            ids.add((await ref.call(Recorder.seen))[2])
+            await host.kill(ref)
+        assert len(ids) == 3
+
+
+def test_child_spec_rejects_a_name_that_is_not_a_str() -> None:
+    with pytest.raises(
+        TypeError, match=exactly("Counter.child_spec: name must be a str, got int: 5")
+    ):
+        Counter.child_spec(name=5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("size", [0, -1])
+def test_child_spec_rejects_a_mailbox_below_one(size: int) -> None:
+    with pytest.raises(
+        ValueError,
+        match=exactly(
+            "Counter.child_spec: mailbox_size must be an integer >= 1 "
+            f"(mailboxes are always bounded), got {size}"
+        ),
+    ):
+        Counter.child_spec(mailbox_size=size)
+
+
+@pytest.mark.parametrize(
+    ("size", "shown"),
+    [(1.5, "float: 1.5"), ("8", "str: '8'"), (True, "bool: True"), (math.inf, "float: inf")],
+)
+def test_child_spec_rejects_a_mailbox_size_that_is_not_an_integer(size: object, shown: str) -> None:
+    with pytest.raises(
+        TypeError,
+        match=exactly(f"Counter.child_spec: mailbox_size must be an integer >= 1, got {shown}"),
+    ):
+        Counter.child_spec(mailbox_size=size)  # type: ignore[arg-type]
+
+
+def test_child_spec_accepts_a_mailbox_of_one() -> None:
+    assert Counter.child_spec(mailbox_size=1).start is not None
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        (lambda: Counter.child_spec(bogus=1), "got an unexpected keyword argument 'bogus'"),
+        (lambda: Counter.child_spec(1, 2), "too many positional arguments"),
+        (lambda: NeedsArg.child_spec(), "missing a required argument: 'required'"),
+    ],
+)
+def test_child_spec_rejects_arguments_init_does_not_accept(
+    make: Callable[[], ChildSpec], problem: str
+) -> None:
+    owner = "NeedsArg" if "required" in problem else "Counter"
+    with pytest.raises(
+        TypeError, match=exactly(f"{owner}.child_spec: bad arguments for __init__: {problem}")
+    ) as info:
+        make()
+    assert isinstance(info.value.__cause__, TypeError)
+
+
+def test_lifecycle_hooks_must_be_async() -> None:
+    with pytest.raises(
+        TypeError,
+        match=exactly(
+            "test_lifecycle_hooks_must_be_async.<locals>.SyncInit.init must be an async def method"
+        ),
+    ):
+
+        class SyncInit(Service):
+            def init(self) -> None:  # type: ignore[override]
+                pass  # pragma: no cover
+
+
+async def test_a_named_service_needs_a_registry_and_an_unnamed_one_does_not() -> None:
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(NoRegistryError, match=exactly(f"starting service 'c' {HOW_TO_OPEN}")):
+            await nursery.start(Counter.child_spec(name="c").start)
+        ref = await nursery.start(Counter.child_spec().start)
+        assert ref.name is None
+        assert await ref.call(Counter.incr) == 1
+        nursery.cancel_scope.cancel()
+
+
+# -- bad handlers: TypeError before anything is sent ----------------------------------
+
+WORKER_HANDLERS = "hold, hold_then_crash, max_concurrency, record, slow_incr"
+LIFECYCLE_REFUSED = (
+    "is not a handler: private methods and the lifecycle hooks (init, terminate, health) "
+    "cannot be called through a ServiceRef"
+)
+
+
+@pytest.mark.parametrize(
+    ("fn", "message"),
+    [
+        (
+            Worker().record,
+            "pass the function, not a bound method: use Worker.record, not instance.record",
+        ),
+        (Worker.describe, "Worker.describe is not a handler: handlers must be `async def` methods"),
+        (Worker._private, f"Worker._private {LIFECYCLE_REFUSED}"),
+        (Worker.init, f"Service.init {LIFECYCLE_REFUSED}"),
+        (Worker.terminate, f"Service.terminate {LIFECYCLE_REFUSED}"),
+        (Worker.health, f"Service.health {LIFECYCLE_REFUSED}"),
+        (
+            Counter.incr,
+            "Counter.incr is not a handler of Worker; handlers are its public async def "
+            f"methods ({WORKER_HANDLERS})",
+        ),
+        (
+            stray,
+            "stray is not a handler of Worker; handlers are its public async def "
+            f"methods ({WORKER_HANDLERS})",
+        ),
+        (42, "expected a handler of Worker, got 42"),
+    ],
+    ids=[
+        "bound",
+        "not-async",
+        "private",
+        "init",
+        "terminate",
+        "health",
+        "other-class",
+        "function",
+        "not-callable",
+    ],
+)
+async def test_a_function_that_is_not_a_handler_is_refused_before_anything_is_sent(
+    autojump_clock: trio.testing.MockClock, fn: Any, message: str
+) -> None:
+    async with running() as host:
+        ref = await host.start(Worker.child_spec(name="w", mailbox_size=1))
+        # The mailbox is full: anything actually sent would wait (and time out).
+        host.nursery.start_soon(ref.call, Worker.hold)
+        await trio.testing.wait_all_tasks_blocked()
+        ref.try_cast(Worker.record, "fills the mailbox")
+        before = stats(ref)
+        start = trio.current_time()
+        attempts: list[Callable[[], object]] = [
+            lambda: ref.call(fn),
+            lambda: ref.cast(fn),
+            lambda: trioscope.call("w", fn),
+            lambda: trioscope.cast("w", fn),
+        ]
+        for attempt in attempts:
+            with pytest.raises(TypeError, match=exactly(message)):
+                await attempt()  # type: ignore[misc]
+        with pytest.raises(TypeError, match=exactly(message)):
+            ref.try_cast(fn)
+        assert trio.current_time() == start
+        assert stats(ref) == before == (1, 1, 0)
+
+
+# -- whereis and ServiceRef ---------------------------------------------------------
+
+
+async def test_whereis_outside_every_registry() -> None:
+    with pytest.raises(NoRegistryError, match=exactly(f"whereis('c') {HOW_TO_OPEN}")):
+        trioscope.whereis("c")
+
+
+async def test_whereis_finds_the_running_incarnation() -> None:
+    async with running() as host:
+        assert trioscope.whereis("c") is None
+        ref = await host.start(Counter.child_spec(name="c"))
+        assert trioscope.whereis("c") == ref
+        assert trioscope.whereis("c", Counter) == ref
+        assert trioscope.current_registry().names() == ["c"]
+        await host.kill(ref)
+        assert trioscope.whereis("c") is None
+
+
+async def test_whereis_sees_enclosing_scopes_but_not_across_an_isolated_one() -> None:
+    async with running() as host:
+        ref = await host.start(Counter.child_spec(name="c"))
+        async with trioscope.open_registry():
+            assert trioscope.whereis("c") == ref
+            async with trioscope.open_registry(isolated=True):
+                assert trioscope.whereis("c") is None
+
+
+async def test_whereis_checks_what_the_name_holds() -> None:
+    async with running() as host:
+        await host.start(Counter.child_spec(name="c"))
+        with pytest.raises(TypeError, match=exactly("name 'c' runs Counter, not Worker")):
+            trioscope.whereis("c", Worker)
+        with trioscope.current_registry().registered("plain", 42):
+            with pytest.raises(
+                TypeError, match=exactly("name 'plain' is registered to 42, which is not a service")
+            ):
+                trioscope.whereis("plain")
+            with pytest.raises(
+                TypeError, match=exactly("name 'plain' is registered to 42, which is not a service")
+            ):
+                await trioscope.call("plain", Counter.get)
+
+
+async def test_service_ref_properties_and_repr() -> None:
+    async with running() as host:
+        ref = await host.start(Counter.child_spec(name="c", mailbox_size=8))
+        assert ref.name == "c"
+        assert ref.service_class is Counter
+        assert ref.timeout == trioscope.DEFAULT_CALL_TIMEOUT_S == 5.0
+        assert repr(ref) == "<ServiceRef 'c' mailbox 0/8 running>"
+        anonymous = await host.start(Counter.child_spec())
+        assert anonymous.name is None
+        assert (
+            repr(anonymous)
+            == f"<ServiceRef <Counter #{anonymous.incarnation}> mailbox 0/1024 running>"
+        )
+        assert anonymous.incarnation != ref.incarnation
+        await host.kill(ref)
+        assert repr(ref) == "<ServiceRef 'c' mailbox 0/8 ended>"
+
+
+async def test_with_timeout_is_the_same_incarnation_with_another_budget() -> None:
+    async with running() as host:
+        ref = await host.start(Counter.child_spec(name="c"))
+        slow = ref.with_timeout(30)
+        assert slow.timeout == 30
+        assert ref.timeout == 5.0
+        assert slow == ref
+        assert hash(slow) == hash(ref)
+        assert slow.incarnation == ref.incarnation
+        assert await slow.call(Counter.incr) == 1
+        assert ref.with_timeout(math.inf).timeout == math.inf
+        with pytest.raises(
+            ValueError, match=exactly("timeout must be >= 0 (math.inf allowed), got -1")
+        ):
+            ref.with_timeout(-1)
+        with pytest.raises(
+            TypeError, match=exactly("timeout must be a number of seconds, got str")
+        ):
+            ref.with_timeout("1")  # type: ignore[arg-type]
+
+
+# -- call, cast, try_cast -----------------------------------------------------------
+
+
+async def test_call_returns_the_handlers_result() -> None:
+    async with running() as host:
+        ref = await host.start(Counter.child_spec(10, name="c"))
+        assert await ref.call(Counter.incr) == 11
+        assert await ref.call(Counter.incr, 4) == 15
+        assert await ref.call(Counter.incr, by=5) == 20
+        assert await ref.call(Counter.get) == 20
+
+
+async def test_cast_and_try_cast_run_in_mailbox_order() -> None:
+    async with running() as host:
+        log: list[object] = []
+        ref = await host.start(Worker.child_spec(name="w", log=log))
+        await ref.cast(Worker.record, 1)
+        ref.try_cast(Worker.record, 2)
+        await ref.cast(Worker.record, item=3)
+        assert await ref.call(Worker.record, 4) == 4
+        assert log == [1, 2, 3, 4]
+        assert stats(ref) == (0, 0, 4)
+
+
+async def test_call_and_cast_by_name() -> None:
+    async with running() as host:
+        await host.start(Counter.child_spec(name="c"))
+        assert await trioscope.call("c", Counter.incr, 2) == 2
+        await trioscope.cast("c", Counter.incr, by=3)
+        assert await trioscope.call("c", Counter.get) == 5
+
+
+async def test_calls_by_name_outside_every_registry() -> None:
+    with pytest.raises(NoRegistryError, match=exactly(f"call('c', ...) {HOW_TO_OPEN}")):
+        await trioscope.call("c", Counter.get)
+    with pytest.raises(NoRegistryError, match=exactly(f"cast('c', ...) {HOW_TO_OPEN}")):
+        await trioscope.cast("c", Counter.get)
+
+
+async def test_a_call_by_name_is_resolved_on_every_call() -> None:
+    async with running() as host:
+        first = await host.start(Counter.child_spec(100, name="c"))
+        assert await trioscope.call("c", Counter.incr) == 101
+        await host.kill(first)
+        second = await host.start(Counter.child_spec(200, name="c"))
+        assert await trioscope.call("c", Counter.incr) == 201
+        assert stats(second)[2] == 1
+
+
+async def test_a_call_by_name_waits_for_the_name_within_its_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running() as host:
+        results: dict[str, object] = {}
+        host.nursery.start_soon(capture, results, "call", lambda: trioscope.call("c", Counter.incr))
+        host.nursery.start_soon(capture, results, "cast", lambda: trioscope.cast("c", Counter.incr))
+        await trio.sleep(4.5)
+        assert results == {}
+        ref = await host.start(Counter.child_spec(name="c"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert results["cast"] is None
+        assert results["call"] in (1, 2)
+        assert await ref.call(Counter.get) == 2
+        assert trio.current_time() == 4.5
+
+
+async def test_a_call_by_name_that_never_appears_is_unavailable_after_the_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running():
+        start = trio.current_time()
+        with pytest.raises(
+            ServiceUnavailableError,
+            match=exactly(
+                "service 'ghost' is unavailable: no live service took the call within 5 s "
+                "(nothing registered under that name); is it started under a supervisor in "
+                "this registry scope?"
+            ),
+        ) as info:
+            await trioscope.call("ghost", Counter.get)
+        assert info.value.service == "'ghost'"
+        assert trio.current_time() - start == 5.0
+        with pytest.raises(
+            ServiceUnavailableError,
+            match=exactly(
+                "service 'ghost' is unavailable: nothing was registered under that name within 5 s"
+            ),
+        ):
+            await trioscope.cast("ghost", Counter.get)
+        assert trio.current_time() - start == 10.0
+
+
+async def test_a_call_by_name_honours_an_enclosing_cancel_scope(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running():
+        with trio.move_on_after(1) as scope:
+            await trioscope.call("ghost", Counter.get)
+        assert scope.cancelled_caught
+        assert trio.current_time() == 1
+
+
+async def test_a_call_by_name_to_a_busy_service_times_out(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The name is there, so this is a timeout (CallTimeoutError), not "unavailable".
+    async with running() as host:
+        log: list[object] = []
+        gate = trio.Event()
+        ref = await host.start(Worker.child_spec(name="w", log=log, gate=gate))
+        host.nursery.start_soon(ref.with_timeout(math.inf).call, Worker.hold)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(
+            CallTimeoutError,
+            match=exactly(
+                "call to 'w' record() got no reply within 5 s; if the message was still "
+                "queued it was withdrawn and will not run. Use ref.with_timeout(seconds) "
+                "for a longer budget"
+            ),
+        ):
+            await trioscope.call("w", Worker.record, "late")
+        gate.set()
+        assert await ref.call(Worker.record, "after") == "after"
+        assert log == ["hold", "after"]
+
+
+# -- one message at a time ------------------------------------------------------------
+
+
+async def test_one_message_at_a_time_even_across_awaits(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running() as host:
+        ref = (await host.start(Worker.child_spec(name="w"))).with_timeout(math.inf)
+        results: dict[str, object] = {}
+        async with trio.open_nursery() as callers:
+            for i in range(10):
+                callers.start_soon(capture, results, str(i), lambda: ref.call(Worker.slow_incr))
+            callers.start_soon(capture, results, "cast", lambda: ref.cast(Worker.slow_incr))
+        # Eleven updates, each seen exactly once: no two handlers overlapped.
+        replies = [v for k, v in results.items() if k != "cast"]
+        assert len(set(replies)) == 10
+        assert set(replies) < set(range(1, 12))
+        assert await ref.call(Worker.max_concurrency) == 1
+        assert await ref.call(Worker.slow_incr) == 12  # the cast's update is not lost either
+        assert trio.current_time() == 12
+
+
+# -- bounded mailbox: backpressure -----------------------------------------------------
+
+
+async def test_a_full_mailbox_makes_cast_and_call_wait_and_try_cast_fail() -> None:
+    async with running() as host:
+        log: list[object] = []
+        gate = trio.Event()
+        ref = await host.start(Worker.child_spec(name="w", log=log, gate=gate, mailbox_size=2))
+        host.nursery.start_soon(ref.call, Worker.hold)
+        await trio.testing.wait_all_tasks_blocked()
+        await ref.cast(Worker.record, 1)
+        await ref.cast(Worker.record, 2)
+        assert ref.statistics().mailbox_depth == 2
+
+        done: list[object] = []
+
+        async def waiting_cast() -> None:
+            await ref.cast(Worker.record, 3)
+            done.append("cast")
+
+        async def waiting_call() -> None:
+            done.append(await ref.with_timeout(math.inf).call(Worker.record, 4))
+
+        host.nursery.start_soon(waiting_cast)
+        await trio.testing.wait_all_tasks_blocked()
+        host.nursery.start_soon(waiting_call)
+        await trio.testing.wait_all_tasks_blocked()
+        assert done == []
+        assert ref.statistics().mailbox_depth == 2
+
+        with pytest.raises(
+            MailboxFullError,
+            match=exactly(
+                "mailbox of service 'w' is full (2/2); nothing was sent. Use "
+                "`await ref.cast(...)` to wait for space, or give the service a larger mailbox_size"
+            ),
+        ) as info:
+            ref.try_cast(Worker.record, "dropped?")
+        assert isinstance(info.value, trio.WouldBlock)
+        assert (info.value.service, info.value.capacity) == ("'w'", 2)
+
+        gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        # Nothing was dropped, nothing was reordered, and the refused try_cast never ran.
+        assert log == ["hold", 1, 2, 3, 4]
+        assert done == ["cast", 4]
+        assert stats(ref) == (0, 0, 5)
+
+
+async def test_the_default_mailbox_holds_1024_messages() -> None:
+    async with running() as host:
+        gate = trio.Event()
+        ref = await host.start(Worker.child_spec(name="w", gate=gate))
+        assert trioscope.DEFAULT_MAILBOX_SIZE == 1024
+        host.nursery.start_soon(ref.call, Worker.hold)
+        await trio.testing.wait_all_tasks_blocked()
+        for i in range(1024):
+            ref.try_cast(Worker.record, i)
+        with pytest.raises(MailboxFullError):
+            ref.try_cast(Worker.record, "one too many")
+        assert ref.statistics().mailbox_capacity == 1024
+        gate.set()
+
+
+# -- timeouts and cancellation ---------------------------------------------------------
+
+
+async def test_a_call_times_out_after_5_s_by_default(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running() as host:
+        gate = trio.Event()
+        log: list[object] = []
+        ref = await host.start(Worker.child_spec(name="w", log=log, gate=gate))
+        start = trio.current_time()
+        with pytest.raises(
+            CallTimeoutError,
+            match=exactly(
+                "call to 'w' hold() got no reply within 5 s; if the message was still "
+                "queued it was withdrawn and will not run. Use ref.with_timeout(seconds) "
+                "for a longer budget"
+            ),
+        ) as info:
+            await ref.call(Worker.hold)
+        assert trio.current_time() - start == 5.0
+        err = info.value
+        assert isinstance(err, trio.TooSlowError)
+        assert isinstance(err, trioscope.TrioscopeError)
+        assert (err.service, err.handler, err.timeout) == ("'w'", "hold", 5.0)
+        # The handler still runs: its late reply is discarded once it finishes.
+        assert stats(ref) == (0, 1, 0)
+        gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert stats(ref) == (0, 0, 1)
+        assert await ref.call(Worker.record, "still serving") == "still serving"
+
+
+async def test_with_timeout_sets_the_budget(autojump_clock: trio.testing.MockClock) -> None:
+    async with running() as host:
+        gate = trio.Event()
+        ref = await host.start(Worker.child_spec(name="w", gate=gate))
+        start = trio.current_time()
+        with pytest.raises(
+            CallTimeoutError, match=r"^call to 'w' hold\(\) got no reply within 1\.5 s;"
+        ):
+            await ref.with_timeout(1.5).call(Worker.hold)
+        assert trio.current_time() - start == 1.5
+        # No timeout at all: a reply after a minute still arrives.
+        host.nursery.start_soon(_set_after, gate, 60)
+        assert await ref.with_timeout(math.inf).call(Worker.hold) == "released"
+        assert trio.current_time() - start == 61.5
+
+
+async def _set_after(event: trio.Event, seconds: float) -> None:
+    await trio.sleep(seconds)
+    event.set()
+
+
+async def test_a_call_honours_enclosing_cancel_scopes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running() as host:
+        ref = await host.start(Worker.child_spec(name="w"))
+        with trio.move_on_after(1) as scope:
+            await ref.call(Worker.hold)
+        assert scope.cancelled_caught
+        assert trio.current_time() == 1
+
+
+async def test_a_cancelled_call_still_queued_is_withdrawn_and_never_runs() -> None:
+    async with running() as host:
+        log: list[object] = []
+        gate = trio.Event()
+        ref = await host.start(Worker.child_spec(name="w", log=log, gate=gate))
+        host.nursery.start_soon(ref.call, Worker.hold)
+        await trio.testing.wait_all_tasks_blocked()
+        assert log == ["hold"]
+
+        caller_scope = trio.CancelScope()
+        results: list[object] = []
+
+        async def caller() -> None:
+            with caller_scope:
+                results.append(await ref.call(Worker.record, "withdrawn"))
+
+        host.nursery.start_soon(caller)
+        await trio.testing.wait_all_tasks_blocked()
+        assert stats(ref) == (1, 2, 0)  # queued behind hold; two calls in flight
+        caller_scope.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        assert caller_scope.cancelled_caught
+        assert results == []
+        assert ref.statistics().in_flight == 1
+
+        gate.set()
+        assert await ref.call(Worker.record, "after") == "after"
+        assert log == ["hold", "after"]  # the withdrawn call never ran
+        assert stats(ref) == (0, 0, 2)
+
+
+async def test_a_call_that_times_out_while_queued_is_withdrawn(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running() as host:
+        log: list[object] = []
+        gate = trio.Event()
+        ref = await host.start(Worker.child_spec(name="w", log=log, gate=gate))
+        host.nursery.start_soon(ref.with_timeout(math.inf).call, Worker.hold)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(CallTimeoutError):
+            await ref.with_timeout(2).call(Worker.record, "timed out")
+        gate.set()
+        await ref.call(Worker.record, "after")
+        assert log == ["hold", "after"]
+        assert stats(ref) == (0, 0, 2)
+
+
+async def test_a_call_cancelled_while_waiting_for_mailbox_space_is_never_sent() -> None:
+    async with running() as host:
+        log: list[object] = []
+        gate = trio.Event()
+        ref = await host.start(Worker.child_spec(name="w", log=log, gate=gate, mailbox_size=1))
+        host.nursery.start_soon(ref.call, Worker.hold)
+        await trio.testing.wait_all_tasks_blocked()
+        ref.try_cast(Worker.record, "queued")
+        with trio.CancelScope() as scope:
+            host.nursery.start_soon(_cancel_when_blocked, scope)
+            await ref.call(Worker.record, "never sent")
+        assert scope.cancelled_caught
+        assert stats(ref) == (1, 1, 0)
+        gate.set()
+        await ref.call(Worker.record, "after")
+        assert log == ["hold", "queued", "after"]
+        assert stats(ref) == (0, 0, 3)
+
+
+async def _cancel_when_blocked(scope: trio.CancelScope) -> None:
+    await trio.testing.wait_all_tasks_blocked()
+    scope.cancel()
+
+
+async def test_a_call_cancelled_while_running_discards_the_reply_and_leaks_nothing() -> None:
+    async with running() as host:
+        log: list[object] = []
+        gate = trio.Event()
+        ref = await host.start(Worker.child_spec(name="w", log=log, gate=gate))
+        with trio.CancelScope() as scope:
+            host.nursery.start_soon(_cancel_when_blocked, scope)
+            await ref.call(Worker.hold)
+        assert scope.cancelled_caught
+        assert log == ["hold"]
+        assert stats(ref) == (0, 1, 0)  # still running: in flight until it finishes
+        gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert stats(ref) == (0, 0, 1)
+        assert await ref.call(Worker.record, "next") == "next"
+        assert stats(ref) == (0, 0, 2)
+
+
+# -- expected failures and crashes -----------------------------------------------------
+
+
+async def test_rejected_reaches_the_caller_and_the_service_keeps_its_state() -> None:
+    async with running() as host:
+        ref = await host.start(Counter.child_spec(10, name="c"))
+        with pytest.raises(BadAmount, match=r"^rejected after adding 5$") as info:
+            await ref.call(Counter.add_then_reject, 5)
+        assert isinstance(info.value, ValueError)
+        assert not isinstance(info.value, trioscope.TrioscopeError)
+        # The service kept running, with its state as the handler left it.
+        assert await ref.call(Counter.get) == 15
+        with pytest.raises(BadAmount):
+            await trioscope.call("c", Counter.add_then_reject, 1)
+        assert await trioscope.call("c", Counter.get) == 16
+        assert ref.statistics().handled == 4
+        assert host.exits == {}
+
+
+async def test_a_rejected_cast_is_logged_not_dropped_silently(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with running() as host:
+        ref = await host.start(Counter.child_spec(name="c"))
+        with caplog.at_level(logging.WARNING, logger="trioscope.service"):
+            await ref.cast(Counter.add_then_reject, 5)
+            assert await ref.call(Counter.get) == 5
+        assert [r.getMessage() for r in caplog.records] == [
+            "service 'c' rejected cast add_then_reject(5): rejected after adding 5"
+        ]
+
+
+async def test_a_crash_fails_the_caller_and_the_queue_and_ends_the_task(
+    caplog: pytest.LogCaptureFixture, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with running() as host:
+        log: list[object] = []
+        gate = trio.Event()
+        ref = await host.start(Worker.child_spec(name="w", log=log, gate=gate))
+        results: dict[str, object] = {}
+        host.nursery.start_soon(
+            capture, results, "crashing", lambda: ref.call(Worker.hold_then_crash)
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        host.nursery.start_soon(capture, results, "queued", lambda: ref.call(Worker.record, "q"))
+        host.nursery.start_soon(capture, results, "by-ref", lambda: ref.call(Worker.record, "q2"))
+        await trio.testing.wait_all_tasks_blocked()
+        ref.try_cast(Worker.record, "queued cast")
+        assert stats(ref) == (3, 3, 0)
+
+        gate.set()
+        exit_ = await host.ended(ref)
+        await trio.testing.wait_all_tasks_blocked()
+
+        crashed = results["crashing"]
+        assert isinstance(crashed, ServiceCrashedError)
+        assert str(crashed) == (
+            "service 'w' crashed in handler hold_then_crash() while handling this call "
+            "(the original error is the __cause__); its supervisor decides whether it restarts"
+        )
+        assert (crashed.service, crashed.handler) == ("'w'", "hold_then_crash")
+        original = crashed.__cause__
+        assert isinstance(original, RuntimeError)
+        assert str(original) == "worker crashed"
+        # The service task itself exits with the very same exception.
+        assert exit_ is original
+
+        not_run = (
+            "service 'w' is unavailable: it crashed with RuntimeError: worker crashed; "
+            "the message was not run"
+        )
+        for key in ("queued", "by-ref"):
+            err = results[key]
+            assert isinstance(err, ServiceUnavailableError)
+            assert not isinstance(err, ServiceCrashedError)
+            assert str(err) == not_run
+        assert log == ["hold"]  # the queued messages never ran
+        assert trioscope.whereis("w") is None
+        assert stats(ref) == (0, 0, 1)
+        assert "service 'w' stopped with 1 queued cast(s) that were not run" in [
+            r.getMessage() for r in caplog.records
+        ]
+        assert "service 'w' crashed in hold_then_crash() (mailbox depth 3, restarts 0)" in [
+            r.getMessage() for r in caplog.records
+        ]
+
+        # A ServiceRef points at that incarnation only, and never waits.
+        start = trio.current_time()
+        with pytest.raises(ServiceUnavailableError, match=exactly(not_run)):
+            await ref.call(Worker.record, "afterwards")
+        with pytest.raises(ServiceUnavailableError, match=exactly(not_run)):
+            await ref.cast(Worker.record, "afterwards")
+        with pytest.raises(ServiceUnavailableError, match=exactly(not_run)):
+            ref.try_cast(Worker.record, "afterwards")
+        assert trio.current_time() == start
+
+
+async def test_a_killed_service_fails_the_running_and_the_queued_calls() -> None:
+    async with running() as host:
+        log: list[object] = []
+        ref = await host.start(Worker.child_spec(name="w", log=log))
+        results: dict[str, object] = {}
+        host.nursery.start_soon(capture, results, "running", lambda: ref.call(Worker.hold))
+        await trio.testing.wait_all_tasks_blocked()
+        host.nursery.start_soon(capture, results, "queued", lambda: ref.call(Worker.record, "q"))
+        await trio.testing.wait_all_tasks_blocked()
+        await host.kill(ref)
+        await trio.testing.wait_all_tasks_blocked()
+        assert host.exits[ref.incarnation] == "cancelled"
+        assert str(results["running"]) == (
+            "service 'w' is unavailable: it was killed while handling this call"
+        )
+        assert str(results["queued"]) == (
+            "service 'w' is unavailable: it is shutting down; the message was not run"
+        )
+        assert log == ["hold"]
+        assert stats(ref) == (0, 0, 0)
+        with pytest.raises(
+            ServiceUnavailableError,
+            match=exactly(
+                "service 'w' is unavailable: this incarnation has ended (killed); "
+                "the message was not run"
+            ),
+        ):
+            await ref.call(Worker.record, "afterwards")
+
+
+async def test_a_service_ref_never_waits_for_the_next_incarnation(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running() as host:
+        old = await host.start(Counter.child_spec(name="c"))
+        await host.kill(old)
+        new = await host.start(Counter.child_spec(name="c"))
+        start = trio.current_time()
+        with pytest.raises(ServiceUnavailableError):
+            await old.call(Counter.incr)
+        assert trio.current_time() == start
+        assert await trioscope.call("c", Counter.incr) == 1
+        assert stats(new)[2] == 1
+
+
+async def test_a_call_by_name_whose_message_ran_and_crashed_is_not_retried() -> None:
+    async with running() as host:
+        ref = await host.start(Counter.child_spec(name="c"))
+        with pytest.raises(ServiceCrashedError) as info:
+            await trioscope.call("c", Counter.crash)
+        assert str(info.value.__cause__) == "counter crashed"
+        assert isinstance(await host.ended(ref), RuntimeError)
+        assert trioscope.whereis("c") is None
+
+
+# -- a call by name rides through a restart (required) ------------------------------------
+
+
+async def test_a_call_by_name_rides_through_a_restart(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running() as host:
+        spec = Counter.child_spec(100, name="c")
+        first = await host.start(spec)
+        assert await trioscope.call("c", Counter.incr) == 101
+        with pytest.raises(ServiceCrashedError):
+            await first.call(Counter.crash)
+        await host.ended(first)
+        assert trioscope.whereis("c") is None
+
+        # Issued while no incarnation is registered: it waits for the name.
+        results: dict[str, object] = {}
+        host.nursery.start_soon(
+            capture, results, "call", lambda: trioscope.call("c", Counter.incr, 5)
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        await trio.sleep(2)  # a supervisor's restart delay, say
+        assert results == {}
+
+        second = await host.start(spec)  # the "restart": a new incarnation, same name
+        await trio.testing.wait_all_tasks_blocked()
+        assert results == {"call": 105}  # ran on the fresh instance, not the crashed one
+        assert stats(second) == (0, 0, 1)
+        assert trio.current_time() == 2
+
+
+async def test_a_queued_call_by_name_is_retried_on_the_next_incarnation(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running() as host:
+        log: list[object] = []
+        gate = trio.Event()
+        spec = Worker.child_spec(name="w", log=log, gate=gate)
+        first = await host.start(spec)
+        results: dict[str, object] = {}
+        host.nursery.start_soon(
+            capture, results, "crash", lambda: first.call(Worker.hold_then_crash)
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        host.nursery.start_soon(
+            capture, results, "by-name", lambda: trioscope.call("w", Worker.record, "retried")
+        )
+        host.nursery.start_soon(
+            capture, results, "by-ref", lambda: first.call(Worker.record, "lost")
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        assert stats(first)[0] == 2
+
+        gate.set()
+        await host.ended(first)
+        await trio.testing.wait_all_tasks_blocked()
+        assert isinstance(results["crash"], ServiceCrashedError)
+        assert isinstance(results["by-ref"], ServiceUnavailableError)  # a ref never retries
+        assert "by-name" not in results  # the never-run message waits for a new incarnation
+
+        await trio.sleep(1)
+        second = await host.start(spec)
+        await trio.testing.wait_all_tasks_blocked()
+        assert results["by-name"] == "retried"
+        assert log == ["hold", "retried"]
+        assert stats(second) == (0, 0, 1)
+
+
+# -- init, terminate -----------------------------------------------------------------------
+
+
+async def test_init_runs_before_ready_and_calls_made_meanwhile_wait_for_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running() as host:
+        log: list[object] = []
+        gate = trio.Event()
+        started: list[ServiceRef[Any]] = []
+
+        async def start() -> None:
+            started.append(
+                await host.start(Lifecycle.child_spec(name="l", log=log, init_gate=gate))
+            )
+
+        host.nursery.start_soon(start)
+        await trio.testing.wait_all_tasks_blocked()
+        assert started == []
+        starting = trioscope.whereis("l")
+        assert starting is not None
+        assert starting.statistics().started_at is None
+        assert repr(starting) == "<ServiceRef 'l' mailbox 0/1024 starting>"
+        assert (await starting.health()).status == "unavailable"
+        results: dict[str, object] = {}
+        host.nursery.start_soon(
+            capture, results, "early", lambda: starting.call(Lifecycle.record, "early")
+        )
+        await trio.sleep(3)
+        assert results == {}
+        gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert started == [starting]
+        assert results == {"early": "early"}
+        assert log == ["init", "ready", "early"]
+        assert starting.statistics().started_at == 3.0
+
+
+async def test_init_failing_fails_the_start() -> None:
+    async with running() as host:
+        log: list[object] = []
+        gate = trio.Event()
+        error = OSError("no database")
+        failures: list[BaseException] = []
+
+        async def start() -> None:
+            try:
+                await host.nursery.start(
+                    Lifecycle.child_spec(name="l", log=log, init_gate=gate, init_error=error).start
+                )
+            except OSError as exc:
+                failures.append(exc)
+
+        host.nursery.start_soon(start)
+        await trio.testing.wait_all_tasks_blocked()
+        starting = trioscope.whereis("l")
+        assert starting is not None
+        results: dict[str, object] = {}
+        host.nursery.start_soon(
+            capture, results, "early", lambda: starting.call(Lifecycle.record, "early")
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert failures == [error]
+        assert str(results["early"]) == (
+            "service 'l' is unavailable: it is shutting down; the message was not run"
+        )
+        assert log == ["init"]
+        assert trioscope.whereis("l") is None
+        # The name is free again.
+        ok = await host.start(Lifecycle.child_spec(name="l", log=log))
+        assert trioscope.whereis("l") == ok
+
+
+async def test_terminate_runs_on_crash_with_the_exception() -> None:
+    async with running() as host:
+        log: list[object] = []
+        ref = await host.start(Lifecycle.child_spec(name="l", log=log))
+        with pytest.raises(ServiceCrashedError) as info:
+            await ref.call(Lifecycle.crash)
+        exit_ = await host.ended(ref)
+        assert log == ["init", "ready", ("terminate", info.value.__cause__)]
+        assert exit_ is info.value.__cause__
+
+
+async def test_terminate_on_crash_gets_the_shutdown_budget(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running() as host:
+        log: list[object] = []
+        ref = await host.start(
+            Lifecycle.child_spec(name="l", log=log, terminate_forever=True, shutdown=2)
+        )
+        with pytest.raises(ServiceCrashedError):
+            await ref.call(Lifecycle.crash)
+        start = trio.current_time()
+        exit_ = await host.ended(ref)
+        assert trio.current_time() - start == 2
+        assert isinstance(exit_, RuntimeError)  # still exits with the crash, not a cancel
+
+
+async def test_terminate_runs_on_an_orderly_stop() -> None:
+    # Only a supervisor can stop a service in order (leaving its block does).
+    log: list[object] = []
+    async with trioscope.open_registry(isolated=True):
+        async with trioscope.open_supervisor([Lifecycle.child_spec(name="l", log=log)]):
+            assert await trioscope.call("l", Lifecycle.record, "x") == "x"
+        assert trioscope.whereis("l") is None
+    assert log == ["init", "ready", "x", ("terminate", None)]
+
+
+async def test_terminate_does_not_run_when_the_service_is_killed() -> None:
+    async with running() as host:
+        log: list[object] = []
+        ref = await host.start(Lifecycle.child_spec(name="l", log=log))
+        await host.kill(ref)
+        assert log == ["init", "ready"]
+
+
+@pytest.mark.parametrize("ending", ["crash", "kill", "init-failure", "orderly-stop"])
+async def test_a_service_name_is_released_however_the_service_ends(ending: str) -> None:
+    async with running() as host:
+        log: list[object] = []
+        if ending == "init-failure":
+            with pytest.raises(OSError, match=r"^no$"):
+                await host.start(Lifecycle.child_spec(name="l", log=log, init_error=OSError("no")))
+        elif ending == "orderly-stop":
+            async with trioscope.open_supervisor([Lifecycle.child_spec(name="l", log=log)]):
+                assert trioscope.whereis("l") is not None
+        else:
+            ref = await host.start(Lifecycle.child_spec(name="l", log=log))
+            assert trioscope.whereis("l") == ref
+            if ending == "crash":
+                with pytest.raises(ServiceCrashedError):
+                    await ref.call(Lifecycle.crash)
+                await host.ended(ref)
+            else:
+                await host.kill(ref)
+        assert trioscope.whereis("l") is None
+        assert trioscope.current_registry().names() == []
+        again = await host.start(Lifecycle.child_spec(name="l", log=log))
+        assert trioscope.whereis("l") == again
+
+
+async def test_a_second_service_under_a_live_name_fails_to_start_and_changes_nothing() -> None:
+    async with running("ns") as host:
+        first = await host.start(Counter.child_spec(name="c"))
+        with pytest.raises(
+            trioscope.AlreadyRegisteredError,
+            match=exactly(
+                f"name 'c' is already registered in registry 'ns' (held by {first!r}); "
+                "pick another name, or open a nested registry scope to shadow it"
+            ),
+        ) as info:
+            await host.nursery.start(Counter.child_spec(50, name="c").start)
+        assert info.value.holder == first
+        assert trioscope.whereis("c") == first
+        assert await trioscope.call("c", Counter.incr) == 1
+
+
+# -- health and statistics -----------------------------------------------------------
+
+
+async def test_health_of_a_healthy_service() -> None:
+    async with running() as host:
+        ref = await host.start(Probe.child_spec({"connections": 3}, name="p", mailbox_size=8))
+        health = await ref.health()
+        assert health == Health(
+            status="healthy",
+            name="p",
+            mailbox_depth=0,
+            mailbox_capacity=8,
+            restarts=0,
+            detail={"connections": 3},
+        )
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            health.status = "degraded"  # type: ignore[misc]
+        # A service without a hook is healthy with no detail.
+        counter = await host.start(Counter.child_spec(name="c"))
+        assert (await counter.health()).detail == {}
+        assert (await counter.health()).status == "healthy"
+
+
+@pytest.mark.parametrize("status", ["degraded", "unavailable"])
+async def test_health_reports_what_the_hook_says(status: str) -> None:
+    async with running() as host:
+        ref = await host.start(Probe.child_spec({"status": status, "why": "disk"}, name="p"))
+        health = await ref.health()
+        assert health.status == status
+        assert health.detail == {"status": status, "why": "disk"}
+
+
+async def test_health_is_degraded_when_the_hook_rejects() -> None:
+    async with running() as host:
+        ref = await host.start(Probe.child_spec(BadAmount("replica lag"), name="p"))
+        health = await ref.health()
+        assert (health.status, health.detail) == ("degraded", {"error": "replica lag"})
+        assert await ref.call(Probe.noop) is None  # Rejected: still running
+
+
+async def test_health_is_degraded_when_the_hook_does_not_answer_in_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running() as host:
+        ref = await host.start(Probe.child_spec({}, gate=trio.Event(), name="p"))
+        health = await ref.health()
+        assert (health.status, health.detail) == ("degraded", {"error": "no answer within 5 s"})
+        assert trio.current_time() == 5
+        health = await ref.with_timeout(1).health()
+        assert health.detail == {"error": "no answer within 1 s"}
+
+
+async def test_health_is_degraded_when_the_mailbox_is_nearly_full() -> None:
+    async with running() as host:
+        ref = await host.start(Probe.child_spec({}, name="p", mailbox_size=10))
+        gate = trio.Event()
+        host.nursery.start_soon(ref.call, Probe.hold, gate)
+        await trio.testing.wait_all_tasks_blocked()
+        results: dict[str, object] = {}
+        host.nursery.start_soon(capture, results, "health", ref.health)
+        await trio.testing.wait_all_tasks_blocked()
+        second_gate = trio.Event()
+        ref.try_cast(Probe.hold, second_gate)  # keeps the mailbox from draining after health
+        for _ in range(8):
+            ref.try_cast(Probe.noop)
+        for _ in range(3):  # waiting senders refill every slot the service frees
+            host.nursery.start_soon(ref.cast, Probe.noop)
+        await trio.testing.wait_all_tasks_blocked()
+        gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        health = results["health"]
+        assert isinstance(health, Health)
+        assert health.status == "degraded"
+        assert health.mailbox_depth == 10
+        second_gate.set()
+
+
+async def test_health_of_an_ended_or_crashing_service_is_unavailable() -> None:
+    async with running() as host:
+        ref = await host.start(Counter.child_spec(name="c"))
+        await host.kill(ref)
+        assert await ref.health() == Health(
+            status="unavailable", name="c", mailbox_depth=0, mailbox_capacity=1024, restarts=0
+        )
+        crashing = await host.start(Probe.child_spec(RuntimeError("hook crashed"), name="p"))
+        health = await crashing.health()
+        assert health.status == "unavailable"
+        assert isinstance(await host.ended(crashing), RuntimeError)
+
+
+async def test_statistics(autojump_clock: trio.testing.MockClock) -> None:
+    async with running() as host:
+        await trio.sleep(3)
+        gate = trio.Event()
+        ref = await host.start(Worker.child_spec(name="w", gate=gate, mailbox_size=16))
+        statistics = ref.statistics()
+        assert statistics == ServiceStatistics(
+            mailbox_depth=0, mailbox_capacity=16, handled=0, in_flight=0, started_at=3.0
+        )
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            statistics.handled = 1  # type: ignore[misc]
+        host.nursery.start_soon(ref.call, Worker.hold)
+        await trio.testing.wait_all_tasks_blocked()
+        await ref.cast(Worker.record, 1)  # casts are not in flight: nobody waits for them
+        host.nursery.start_soon(ref.call, Worker.record, 2)
+        await trio.testing.wait_all_tasks_blocked()
+        assert stats(ref) == (2, 2, 0)
+        gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert stats(ref) == (0, 0, 3)
+        await host.kill(ref)
+        assert ref.statistics() == ServiceStatistics(
+            mailbox_depth=0, mailbox_capacity=16, handled=3, in_flight=0, started_at=3.0
+        )
+
+
+# -- a stateful model ------------------------------------------------------------------------
+
+
+class NotFound(trioscope.Rejected, KeyError):
+    pass
+
+
+class BadValue(trioscope.Rejected, ValueError):
+    pass
+
+
+class KV(Service):
+    def __init__(self) -> None:
+        self.data: dict[str, int] = {}
+
+    async def put(self, key: str, value: int) -> int | None:
+        old = self.data.get(key)
+        self.data[key] = value
+        return old
+
+    async def pop(self, key: str) -> int:
+        if key not in self.data:
+            raise NotFound(key)
+        return self.data.pop(key)
+
+    async def put_all(self, items: list[tuple[str, int]]) -> None:
+        # Applies items in order across awaits; a bad one rejects the rest, keeping the first.
+        for key, value in items:
+            if value < 0:
+                raise BadValue(f"negative value for {key!r}")
+            self.data[key] = value
+            await trio.lowlevel.checkpoint()
+
+    async def snapshot(self) -> dict[str, int]:
+        return dict(self.data)
+
+    async def crash(self) -> None:
+        raise RuntimeError("kv crashed")
+
+
+KEYS = st.sampled_from(["a", "b", "c"])
+
+
+class KVMachine(RuleBasedStateMachine):
+    """A KV service against a dict, driven from a worker thread into the Trio loop.
+
+    Each rule runs to completion in the test's task (`trio.from_thread.run`
+    reuses the task that started the thread, with its registry), so steps
+    never overlap.
+    """
+
+    host: ClassVar[Host]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spec = KV.child_spec(name="kv", mailbox_size=4)
+        self.model: dict[str, int] = {}
+        self.ref: ServiceRef[KV] = self._trio(self.host.start, self.spec)
+        self.incarnations = {self.ref.incarnation}
+
+    @staticmethod
+    def _trio(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        return trio.from_thread.run(fn, *args)
+
+    @rule(key=KEYS, value=st.integers(0, 9))
+    def put_by_name(self, key: str, value: int) -> None:
+        old = self._trio(trioscope.call, "kv", KV.put, key, value)
+        assert old == self.model.get(key)
+        self.model[key] = value
+
+    @rule(key=KEYS, value=st.integers(0, 9))
+    def put_by_cast(self, key: str, value: int) -> None:
+        self._trio(self.ref.cast, KV.put, key, value)
+        self.model[key] = value
+
+    @rule(key=KEYS)
+    def pop(self, key: str) -> None:
+        if key in self.model:
+            assert self._trio(self.ref.call, KV.pop, key) == self.model.pop(key)
+        else:
+            with pytest.raises(NotFound):
+                self._trio(self.ref.call, KV.pop, key)
+
+    @rule(items=st.lists(st.tuples(KEYS, st.integers(-2, 9)), max_size=4))
+    def put_all(self, items: list[tuple[str, int]]) -> None:
+        expected = dict(self.model)
+        rejected = False
+        for key, value in items:
+            if value < 0:
+                rejected = True
+                break
+            expected[key] = value
+        if rejected:
+            with pytest.raises(BadValue):
+                self._trio(self.ref.call, KV.put_all, items)
+        else:
+            assert self._trio(self.ref.call, KV.put_all, items) is None
+        self.model = expected  # a rejection keeps what the handler had done
+
+    @rule()
+    def crash_and_restart(self) -> None:
+        with pytest.raises(ServiceCrashedError):
+            self._trio(self.ref.call, KV.crash)
+        assert isinstance(self._trio(self.host.ended, self.ref), RuntimeError)
+        assert trio.from_thread.run_sync(trioscope.whereis, "kv") is None
+        self.ref = self._trio(self.host.start, self.spec)
+        assert self.ref.incarnation not in self.incarnations
+        self.incarnations.add(self.ref.incarnation)
+        self.model = {}
+
+    @invariant()
+    def service_matches_model(self) -> None:
+        # A call queues behind every earlier cast, so this sees all of them.
+        assert self._trio(trioscope.call, "kv", KV.snapshot) == self.model
+        assert self.ref.statistics().mailbox_depth == 0
+        assert self.ref.statistics().in_flight == 0
+
+    def teardown(self) -> None:
+        self._trio(self.host.kill, self.ref)
+
+
+async def test_kv_service_matches_a_dict_model() -> None:
+    async with running() as host:
+        KVMachine.host = host
+        await trio.to_thread.run_sync(
+            lambda: run_state_machine_as_test(
+                KVMachine, settings=settings(max_examples=15, stateful_step_count=15)
+            )
+        )
+        assert trioscope.current_registry().names() == []

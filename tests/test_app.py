@@ -170,3 +170,68 @@ async def test_run_stops_on_sigint_and_exits_0() -> None:
                 output += chunk
     assert process.returncode == 0
     assert output.decode().split() == ["ready", "stopped", "returned"]
+
+
+_HANGING_APP = textwrap.dedent(
+    """
+    import math
+    import signal
+    import trio
+    import trioscope
+
+    # As when started from a terminal: a parent that ignores SIGINT (a
+    # background job, some CI runners) would make Python ignore it too.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    class Stuck(trioscope.Service):
+        async def init(self):
+            print("ready", flush=True)
+
+        async def terminate(self, reason):
+            print("stopping forever", flush=True)
+            try:
+                await trio.sleep_forever()  # a stop that hangs, with no budget to end it
+            finally:
+                print("killed", flush=True)
+
+    try:
+        trioscope.run([Stuck.child_spec(shutdown=math.inf)])
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+        raise SystemExit(3)
+    """
+)
+
+
+async def test_a_second_sigint_ends_a_stop_that_hangs() -> None:
+    command = [sys.executable, "-c", _HANGING_APP]
+    output = b""
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            process = await nursery.start(
+                functools.partial(
+                    trio.run_process,
+                    command,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    check=False,
+                )
+            )
+            assert process.stdout is not None
+            for expected in [b"ready\n", b"stopping forever\n"]:
+                while expected not in output:
+                    chunk = await process.stdout.receive_some()
+                    assert chunk, f"the app exited early: {output!r}"
+                    output += chunk
+                process.send_signal(signal.SIGINT)
+            async for chunk in process.stdout:
+                output += chunk
+            assert process.stderr is not None
+            errors = b"".join([chunk async for chunk in process.stderr])
+    # "killed" is printed when the interrupt cancels the hanging terminate; it
+    # is missing when the signal lands in terminate's own code before its try.
+    assert output.decode().split() in (
+        ["ready", "stopping", "forever", "killed", "interrupted"],
+        ["ready", "stopping", "forever", "interrupted"],
+    ), errors.decode()
+    assert process.returncode == 3

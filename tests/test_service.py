@@ -1259,7 +1259,8 @@ async def test_init_failing_fails_the_start() -> None:
         await trio.testing.wait_all_tasks_blocked()
         assert failures == [error]
         assert str(results["early"]) == (
-            "service 'l' is unavailable: it is shutting down; the message was not run"
+            "service 'l' is unavailable: its init() failed (OSError: no database); "
+            "the message was not run"
         )
         assert log == ["init"]
         assert trioscope.whereis("l") is None

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 from _guards import no_stray_cancel
 from trio.testing import wait_all_tasks_blocked
@@ -395,6 +396,25 @@ async def test_intensity_window_slides(autojump_clock: trio.testing.MockClock) -
     assert trio.current_time() == 14
 
 
+async def test_a_restart_exactly_max_seconds_ago_is_still_in_the_window(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # As OTP's supervisor: the window is closed at both ends.
+    kids = Children()
+
+    async def crash_at_0_and_5() -> None:
+        async with open_supervisor([kids.spec("a")], max_restarts=1, max_seconds=5):
+            kids.crash("a")
+            await wait_all_tasks_blocked()
+            await trio.sleep_until(5)
+            kids.crash("a")
+            await trio.sleep_forever()
+
+    with no_stray_cancel(), pytest.raises(RestartIntensityExceededError):
+        await crash_at_0_and_5()
+    assert trio.current_time() == 5
+
+
 async def test_restarts_spaced_wider_than_the_window_never_give_up(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -613,6 +633,16 @@ async def test_a_hanging_terminate_is_cancelled_at_the_budget(
     assert trio.current_time() - stopped_at == 2
     assert events == ["start s", "terminate s None"]
     assert sup.which_children()[0].status == "stopped"
+
+
+async def test_a_terminate_cut_off_at_the_budget_is_reported_killed(
+    autojump_clock: trio.testing.MockClock, registry: trioscope.Registry
+) -> None:
+    events: list[str] = []
+    spec = Svc.child_spec(events, "s", math.inf, name="s", shutdown=2)
+    async with open_supervisor([spec]) as sup, trioscope.monitor("s") as down:
+        await sup.terminate_child("s")
+        assert (await down.wait()).reason == "killed"
 
 
 async def test_an_infinite_budget_waits_as_long_as_it_takes(
@@ -1179,6 +1209,21 @@ async def test_dynamic_supervisor_frees_a_slot_when_a_temporary_child_exits() ->
         await sup.start_child(kids.spec("b"))
 
 
+@pytest.mark.parametrize("how", ["exit", "crash"])
+async def test_dynamic_supervisor_forgets_children_that_end_for_good(how: str) -> None:
+    kids = Children()
+    async with open_dynamic_supervisor() as sup:
+        await sup.start_child(kids.spec("a", restart=Restart.TRANSIENT))
+        await sup.start_child(kids.spec("b", restart=Restart.TRANSIENT))
+        if how == "exit":
+            kids.exit("a")  # a normal exit: not restarted, and not kept either
+        else:
+            kids.crash("a")  # a crash: restarted, so kept
+        await wait_all_tasks_blocked()
+        ids = [c.id for c in sup.which_children()]
+        assert ids == (["b"] if how == "exit" else ["a", "b"])
+
+
 @pytest.mark.parametrize(
     ("max_children", "error", "message"),
     [
@@ -1254,6 +1299,29 @@ async def test_one_structured_record_per_start_exit_restart_and_give_up(
     assert records[-1].child == "a"  # type: ignore[attr-defined]
 
 
+async def test_a_crashed_service_has_one_traceback_in_the_logs(
+    caplog: pytest.LogCaptureFixture, registry: trioscope.Registry
+) -> None:
+    # The service's crash report carries the traceback and the request; the
+    # supervisor's exit record names the error without repeating it.
+    caplog.set_level(logging.INFO)
+    events: list[str] = []
+    async with open_supervisor([Svc.child_spec(events, "s", name="s")], id="sup") as sup:
+        with pytest.raises(trioscope.ServiceCrashedError):
+            await trioscope.call("s", Svc.boom, Boom("bad"))
+        await wait_all_tasks_blocked()
+        assert sup.which_children()[0].restarts == 1
+    with_traceback = [r for r in caplog.records if r.exc_info]
+    assert [(r.name, r.getMessage()) for r in with_traceback] == [
+        (
+            "trioscope.service",
+            "service 's' crashed in boom(Boom('bad')) (mailbox depth 0, restarts 0)",
+        )
+    ]
+    [exit_record] = [r for r in caplog.records if getattr(r, "event", None) == "exit"]
+    assert exit_record.getMessage() == "supervisor 'sup': child 's' exited with Boom: bad"
+
+
 async def test_a_normal_exit_is_logged_at_info(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="trioscope.supervisor")
     kids = Children()
@@ -1264,3 +1332,25 @@ async def test_a_normal_exit_is_logged_at_info(caplog: pytest.LogCaptureFixture)
     assert record.levelno == logging.INFO
     assert record.reason == "normal"  # type: ignore[attr-defined]
     assert record.getMessage() == "supervisor 'sup': child 'a' exited normally"
+
+
+async def test_a_keyboard_interrupt_in_a_child_stops_the_rest_in_order_and_is_raised_bare() -> None:
+    kids = Children()
+
+    async def interrupted(*, task_status: trio.TaskStatus[None]) -> None:
+        task_status.started()
+        await trio.lowlevel.checkpoint()
+        raise KeyboardInterrupt
+
+    async def run() -> None:
+        specs = [kids.spec("a"), ChildSpec("ki", interrupted), kids.spec("c")]
+        async with open_supervisor(specs) as sup:
+            opened.append(sup)
+            await trio.sleep_forever()
+
+    opened: list[Supervisor] = []
+    with pytest.raises(KeyboardInterrupt) as info:
+        await run()
+    assert type(info.value) is KeyboardInterrupt  # bare, never in a group
+    assert kids.events == ["start a", "start c", "stop c", "stop a"]
+    assert [c.status for c in opened[0].which_children()] == ["stopped"] * 3

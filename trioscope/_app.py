@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import signal
@@ -34,12 +35,15 @@ async def serve(children: Iterable[ChildSpec], **supervisor_options: Any) -> Non
     """Run *children* under a root supervisor in a fresh registry until SIGINT or SIGTERM.
 
     Returns after an orderly stop (every child stopped in reverse start order),
-    or when a significant child ends the supervisor.
+    or when a significant child ends the supervisor. Only the first signal asks
+    for an orderly stop: a second SIGINT raises `KeyboardInterrupt` and a second
+    SIGTERM ends the process, for a stop that hangs.
 
     Raises:
         StartError, RestartIntensityExceededError: as `open_supervisor`.
     """
-    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+    with contextlib.ExitStack() as first_signal_only:
+        signals = first_signal_only.enter_context(trio.open_signal_receiver(*STOP_SIGNALS))
         async with (
             open_registry(namespace="app"),
             open_supervisor(children, **supervisor_options) as sup,
@@ -52,6 +56,9 @@ async def serve(children: Iterable[ChildSpec], **supervisor_options: Any) -> Non
                     extra={"supervisor": sup.id, "event": "signal", "signal": signum},
                 )
                 break
+            # Give the signals back before the orderly stop, so that a second
+            # Ctrl-C (KeyboardInterrupt) or SIGTERM ends a stop that hangs.
+            first_signal_only.close()
 
 
 def run(children: Iterable[ChildSpec], **supervisor_options: Any) -> None:

@@ -44,13 +44,22 @@ class Rejected(Exception):
 class NoRegistryError(TrioscopeError, LookupError):
     """No registry is open around the current task."""
 
-    def __init__(self, what: str = "this operation") -> None:
+    def __init__(self, what: str = "this operation", *, closed: str | None = None) -> None:
         self.what = what
-        super().__init__(
-            f"{what} needs a registry, and none is open around the current task: "
-            "wrap the code in `async with trioscope.open_registry():` (or run it under "
-            "`trioscope.run(...)`, which opens one)"
-        )
+        self.closed = closed
+        if closed is not None:
+            message = (
+                f"{what} needs a registry, but registry {closed!r} around this task has "
+                "closed (its async with block exited before the task ended): start the task "
+                "inside the block, or open a registry around it"
+            )
+        else:
+            message = (
+                f"{what} needs a registry, and none is open around the current task: "
+                "wrap the code in `async with trioscope.open_registry():` (or run it under "
+                "`trioscope.run(...)`, which opens one)"
+            )
+        super().__init__(message)
 
 
 class AlreadyRegisteredError(TrioscopeError, ValueError):

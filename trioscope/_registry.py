@@ -137,9 +137,7 @@ class Registry:
         if value is None:
             raise TypeError(f"cannot register None as {name!r}: None means 'not registered'")
         if self._closed:
-            raise NoRegistryError(
-                f"registering {name!r} (registry {self.namespace!r} has already closed)"
-            )
+            raise NoRegistryError(f"registering {name!r}", closed=str(self.namespace))
         holder = self._entries.get(name)
         if holder is not None:
             raise AlreadyRegisteredError(name, holder, self.namespace)
@@ -211,8 +209,11 @@ def current_registry() -> Registry:
     reg = _current.get()
     if reg is None:
         raise NoRegistryError("current_registry()")
+    if reg._closed:
+        raise NoRegistryError("current_registry()", closed=str(reg.namespace))
     return reg
 
 
 def _current_registry_or_none() -> Registry | None:
-    return _current.get()
+    reg = _current.get()
+    return None if reg is None or reg._closed else reg

@@ -356,7 +356,12 @@ class _Incarnation:
         return name
 
     def unavailable(self) -> _NotRunError:
-        if isinstance(self.reason, BaseException):
+        if isinstance(self.reason, BaseException) and self.started_at is None:
+            why = (
+                f"its init() failed ({type(self.reason).__name__}: {self.reason}); "
+                "the message was not run"
+            )
+        elif isinstance(self.reason, BaseException):
             why = f"it {_reason_text(self.reason)}; the message was not run"
         elif self.status == _STOPPING:
             why = "it is shutting down; the message was not run"
@@ -384,6 +389,7 @@ class _Incarnation:
                 return msg.result.unwrap()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.in_flight -= 1
+            await trio.lowlevel.checkpoint()  # Trio's rule: an async call always checkpoints
             raise self.unavailable() from None
         msg.parked = True
         return await wait_task_rescheduled(msg.abort)
@@ -769,7 +775,8 @@ class _ServiceStart(_Startable):
                 if self.cls.init is not Service.init:
                     await service.init()
             except BaseException as exc:
-                reason = exc if isinstance(exc, Exception) else "killed"
+                if isinstance(exc, Exception):
+                    reason = core.reason = exc
                 core.status = _STOPPING
                 core.fail_queued()
                 raise
@@ -792,10 +799,15 @@ class _ServiceStart(_Startable):
                 core.status = _STOPPING
                 core.fail_queued()
                 raise
-            reason = "shutdown"
             core.fail_queued()
             if self.cls.terminate is not Service.terminate:
-                await service.terminate(None)
+                try:
+                    await service.terminate(None)
+                except Exception as exc:
+                    reason = exc
+                    raise
+            # Only now: a terminate cut off at the shutdown budget was "killed".
+            reason = "shutdown"
         finally:
             if registry is not None:
                 assert name is not None

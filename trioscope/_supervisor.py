@@ -221,6 +221,7 @@ class Supervisor:
         backoff: Backoff | None,
         max_children: int | None,
         rng: random.Random | None,
+        dynamic: bool = False,
         handle: _ChildHandle | None = None,
     ) -> None:
         self.id = id
@@ -229,6 +230,7 @@ class Supervisor:
         self.max_seconds = max_seconds
         self.backoff = backoff
         self.max_children = max_children
+        self.dynamic = dynamic
         self._rng = rng if rng is not None else JITTER_RANDOM
         self._children: dict[str, _Child] = {}
         self._waiting: dict[_Child, None] = {}  # children in backoff, in start order
@@ -242,6 +244,7 @@ class Supervisor:
         self._closing = False
         self._closed = False
         self._error: BaseException | None = None
+        self._interrupted: BaseException | None = None
         self._handle = handle  # from the parent, when nested
 
     def __repr__(self) -> str:
@@ -411,6 +414,13 @@ class Supervisor:
                     if not forward.was_started:
                         raise  # nursery.start() hands it to whoever is starting the child
                     error = exc
+                except (KeyboardInterrupt, SystemExit) as exc:
+                    if not forward.was_started:
+                        raise
+                    # KeyboardInterrupt (or SystemExit) landed in this child:
+                    # never swallowed, never restarted; the opener re-raises it.
+                    child.stopping = True
+                    self._interrupt(exc)
         finally:
             if forward.was_started:
                 if child.stopping:
@@ -528,6 +538,8 @@ class Supervisor:
                         if report is not None:
                             await self._on_exit(report)
                         await self._restart_due()
+        except (KeyboardInterrupt, SystemExit) as exc:
+            self._interrupt(exc)  # it landed here: see _interrupt
         finally:
             self._manager_done.set()
 
@@ -547,7 +559,9 @@ class Supervisor:
             self.id,
             spec.id,
             "normally" if error is None else f"with {type(error).__name__}: {error}",
-            exc_info=error,
+            # Services and supervisors write their own crash reports with the
+            # traceback; a plain Trio child has nobody else to tell.
+            exc_info=None if isinstance(spec.start, _Startable) else error,
             extra={
                 "supervisor": self.id,
                 "child": spec.id,
@@ -569,7 +583,9 @@ class Supervisor:
             spec.restart is Restart.TRANSIENT and error is not None
         )
         if not restart:
-            if spec.restart is Restart.TEMPORARY:
+            if spec.restart is Restart.TEMPORARY or self.dynamic:
+                # A dynamic supervisor keeps no record of children that are
+                # done (as Elixir's), so churn does not grow it without bound.
                 del self._children[spec.id]
             else:
                 child.status = "stopped"
@@ -585,7 +601,8 @@ class Supervisor:
         now = trio.current_time()
         times = self._restart_times
         times.append(now)
-        while times and now - times[0] >= self.max_seconds:
+        # As OTP: a restart exactly max_seconds ago is still inside the window.
+        while times and now - times[0] > self.max_seconds:
             times.popleft()
         if len(times) > self.max_restarts:
             give_up = RestartIntensityExceededError(
@@ -680,6 +697,30 @@ class Supervisor:
         await self._stop_all()
         self._body_scope.cancel()
 
+    def _interrupt(self, exc: BaseException) -> None:
+        """A KeyboardInterrupt (or SystemExit) arrived in one of this supervisor's tasks.
+
+        The first one stops the supervisor in order (as leaving the block
+        does); one that arrives while it is stopping cancels everything at
+        once. The opener re-raises it, bare, after the nursery has closed.
+        """
+        if self._interrupted is None:
+            self._interrupted = exc
+        if self._closing:
+            self._kill()
+        else:
+            self._body_scope.cancel()
+
+    def _kill(self) -> None:
+        """Cancel the manager and every child at once, nested supervisors' children too."""
+        self._closing = True
+        self._manager_scope.cancel()
+        for child in self._children.values():
+            if isinstance(child.value, Supervisor):
+                child.value._kill()
+            if child.scope is not None:
+                child.scope.cancel()
+
     async def _shutdown(self) -> None:
         self._closing = True
         async with self._lock:
@@ -700,6 +741,7 @@ async def _open(
     max_children: int | None,
     rng: random.Random | None,
     handle: _ChildHandle | None = None,
+    dynamic: bool = False,
 ) -> AsyncIterator[Supervisor]:
     specs = _check_children(children)
     _check_options(strategy, max_restarts, max_seconds)
@@ -715,6 +757,7 @@ async def _open(
         backoff=backoff,
         max_children=max_children,
         rng=rng,
+        dynamic=dynamic,
         handle=handle,
     )
     for spec in specs:
@@ -741,11 +784,22 @@ async def _open(
                 yield sup
         except BaseException as exc:
             body_error = exc
-        finally:
-            with trio.CancelScope(shield=True):
+        with trio.CancelScope(shield=True):
+            try:
                 await sup._shutdown()
                 if manager_started:
                     await sup._manager_done.wait()
+            except BaseException as exc:
+                # Only KeyboardInterrupt (say, a second Ctrl-C) gets here, as
+                # nothing else reaches into this shielded scope: the orderly
+                # stop is taking too long, so cancel everything at once.
+                sup._interrupt(exc)
+    if sup._interrupted is not None:
+        # Never swallowed, and it wins over any other outcome.
+        interrupted = sup._interrupted
+        if interrupted is not body_error and interrupted.__context__ is None:
+            interrupted.__context__ = sup._error or body_error
+        raise interrupted
     if sup._error is not None:
         if body_error is not None and sup._error.__context__ is None:
             sup._error.__context__ = body_error
@@ -822,6 +876,7 @@ def open_dynamic_supervisor(
         backoff=backoff,
         max_children=max_children,
         rng=rng,
+        dynamic=True,
     )
 
 

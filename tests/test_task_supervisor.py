@@ -7,6 +7,7 @@ import math
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 from _guards import no_stray_cancel
 from trio.testing import wait_all_tasks_blocked
@@ -219,3 +220,26 @@ async def test_repr() -> None:
         tasks.start_soon(trio.sleep_forever)
         assert repr(tasks) == "<TaskSupervisor 'jobs' 1 tasks>"
         tasks.cancel()
+
+
+async def test_a_keyboard_interrupt_in_a_task_cancels_the_rest_and_is_raised_bare() -> None:
+    cancelled: list[str] = []
+
+    async def sibling() -> None:
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            cancelled.append("sibling")
+            raise
+
+    async def interrupted() -> None:
+        await trio.lowlevel.checkpoint()
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt) as info:
+        async with trioscope.open_task_supervisor() as tasks:
+            tasks.start_soon(sibling)
+            tasks.start_soon(interrupted)
+            await trio.sleep_forever()
+    assert type(info.value) is KeyboardInterrupt
+    assert cancelled == ["sibling"]

@@ -42,6 +42,14 @@ class TaskSupervisor:
         self._body_scope = trio.CancelScope()
         self._task_scopes: set[trio.CancelScope] = set()
         self._cancelled = False
+        self._interrupted: BaseException | None = None
+
+    def _interrupt(self, exc: BaseException) -> None:
+        # KeyboardInterrupt or SystemExit in a task: stop everything, and
+        # the block re-raises it bare once the tasks have ended.
+        if self._interrupted is None:
+            self._interrupted = exc
+        self.cancel()
 
     def cancel(self) -> None:
         """Cancel every task it runs, and the body of its block, which then exits without error."""
@@ -83,6 +91,8 @@ class TaskSupervisor:
                     exc_info=exc,
                     extra={"supervisor": self.name, "event": "task_failed"},
                 )
+            except (KeyboardInterrupt, SystemExit) as exc:
+                self._interrupt(exc)
 
     async def run(self, fn: Callable[..., Awaitable[R]], *args: object) -> R:
         """Run ``fn(*args)`` under this supervisor and return its result or raise its error here.
@@ -104,6 +114,8 @@ class TaskSupervisor:
                         value = await fn(*args)
                     except Exception as exc:
                         result.append(outcome.Error(exc))
+                    except (KeyboardInterrupt, SystemExit) as exc:
+                        self._interrupt(exc)
                     else:
                         result.append(outcome.Value(value))
             finally:
@@ -133,8 +145,9 @@ async def open_task_supervisor(name: str = "tasks") -> AsyncIterator[TaskSupervi
     If the body raises, the tasks are cancelled and the body's exception is
     raised as it is (never inside an ExceptionGroup).
     """
-    # Unwrap policy: the tasks' wrappers catch every Exception, so only the
-    # body can raise inside this nursery; keep its exception and raise it after.
+    # Unwrap policy: the tasks' wrappers catch every Exception (and turn an
+    # interrupt into a cancel of everything), so only the body can raise inside
+    # this nursery; keep its exception and raise it after, bare.
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
         supervisor = TaskSupervisor(nursery, name)
@@ -144,5 +157,7 @@ async def open_task_supervisor(name: str = "tasks") -> AsyncIterator[TaskSupervi
         except BaseException as exc:
             body_error = exc
             nursery.cancel_scope.cancel()
+    if supervisor._interrupted is not None:
+        raise supervisor._interrupted
     if body_error is not None:
         raise body_error

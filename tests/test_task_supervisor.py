@@ -236,10 +236,13 @@ async def test_a_keyboard_interrupt_in_a_task_cancels_the_rest_and_is_raised_bar
         await trio.lowlevel.checkpoint()
         raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt) as info:
+    async def run() -> None:
         async with trioscope.open_task_supervisor() as tasks:
             tasks.start_soon(sibling)
             tasks.start_soon(interrupted)
             await trio.sleep_forever()
+
+    with pytest.raises(KeyboardInterrupt) as info:
+        await run()
     assert type(info.value) is KeyboardInterrupt
     assert cancelled == ["sibling"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 import math
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
 
 import attrs
@@ -206,7 +206,7 @@ class _Startable:
     async def run(self, task_status: trio.TaskStatus[Any], handle: _ChildHandle) -> None:
         raise NotImplementedError
 
-    async def __call__(
+    def __call__(
         self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        await self.run(task_status, _ChildHandle())
+    ) -> Coroutine[Any, Any, None]:
+        return self.run(task_status, _ChildHandle())

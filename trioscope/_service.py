@@ -34,7 +34,7 @@ import logging
 import math
 import sys
 import types
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Literal, TypeVar, final
 
 import attrs
@@ -60,6 +60,7 @@ from ._errors import (
     ServiceUnavailableError,
     _NotRunError,
 )
+from ._mailbox import _Mailbox
 from ._registry import Registry, _current_registry_or_none
 
 if sys.version_info >= (3, 11):
@@ -135,6 +136,7 @@ class Service:
     """
 
     _trioscope_handlers: ClassVar[dict[Callable[..., Any], str]] = {}
+    _trioscope_signature: ClassVar[inspect.Signature | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -204,8 +206,13 @@ class Service:
                 f"{cls.__qualname__}.child_spec: mailbox_size must be an integer >= 1 "
                 f"(mailboxes are always bounded), got {mailbox_size}"
             )
+        signature = cls.__dict__.get("_trioscope_signature")
+        if signature is None:
+            # inspect.signature costs tens of microseconds: once per class.
+            signature = inspect.signature(cls)
+            cls._trioscope_signature = signature
         try:
-            inspect.signature(cls).bind(*args, **kwargs)
+            signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise TypeError(
                 f"{cls.__qualname__}.child_spec: bad arguments for __init__: {exc}"
@@ -310,13 +317,12 @@ class _Incarnation:
         "handlers",
         "in_flight",
         "label",
+        "mailbox",
         "name",
         "number",
         "reason",
-        "recv",
         "registry",
         "restarts",
-        "send",
         "service",
         "started_at",
         "status",
@@ -337,7 +343,7 @@ class _Incarnation:
         self.number = next(_incarnations)
         self.label = repr(name) if name is not None else f"<{self.cls.__qualname__} #{self.number}>"
         self.capacity = capacity
-        self.send, self.recv = trio.open_memory_channel[_Message](capacity)
+        self.mailbox: _Mailbox[_Message] = _Mailbox(capacity)
         self.handled = 0
         self.in_flight = 0
         self.restarts = restarts
@@ -374,10 +380,10 @@ class _Incarnation:
     async def call(self, msg: _Message) -> Any:
         self.in_flight += 1
         try:
-            self.send.send_nowait(msg)
+            self.mailbox.send_nowait(msg)
         except trio.WouldBlock:
             try:
-                await self.send.send(msg)  # backpressure: wait for mailbox space
+                await self.mailbox.send(msg)  # backpressure: wait for mailbox space
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self.in_flight -= 1
                 raise self.unavailable() from None
@@ -401,14 +407,14 @@ class _Incarnation:
         dropped_casts = 0
         while True:
             try:
-                msg = self.recv.receive_nowait()
+                msg = self.mailbox.receive_nowait()
             except (trio.WouldBlock, trio.ClosedResourceError, trio.EndOfChannel):
                 break
             if msg.task is None:
                 dropped_casts += 1
             elif msg.state == _QUEUED:
                 _reply(msg, outcome.Error(self.unavailable()))
-        self.recv.close()
+        self.mailbox.close()
         if dropped_casts:
             _log.warning(
                 "service %s stopped with %d queued cast(s) that were not run",
@@ -439,58 +445,32 @@ class _Incarnation:
         if self._ended_event is not None:
             self._ended_event.set()
 
-    async def serve(self) -> None:
-        """Take messages one at a time until stopped (returns) or crashed (raises)."""
-        recv = self.recv
-        service = self.service
-        while self.status == _RUNNING_S:
-            try:
-                msg = await recv.receive()
-            except trio.ClosedResourceError:
-                return  # request_stop closed the mailbox while we waited
-            if msg.state != _QUEUED:
-                continue  # withdrawn by a cancelled caller
-            if self.status != _RUNNING_S:
-                _reply(msg, outcome.Error(self.unavailable()))
-                return
-            msg.state = _RUNNING
-            try:
-                result = await msg.fn(service, *msg.args, **msg.kwargs)
-            except Rejected as exc:
-                self.handled += 1
-                if msg.task is None:
-                    _log.warning(
-                        "service %s rejected cast %s: %s",
-                        self.label,
-                        msg.describe(),
-                        exc,
-                        extra={"service": self.name},
-                    )
-                _reply(msg, outcome.Error(exc))
-            except Exception as exc:
-                self.handled += 1
-                crashed = ServiceCrashedError(self.label, getattr(msg.fn, "__name__", repr(msg.fn)))
-                crashed.__cause__ = exc
-                _reply(msg, outcome.Error(crashed))
-                self.crash_report(msg, exc)
-                raise
-            except BaseException:
-                # Cancelled (killed) or KeyboardInterrupt: the handler did not finish.
-                _reply(
-                    msg,
-                    outcome.Error(
-                        ServiceUnavailableError(
-                            self.label, "it was killed while handling this call"
-                        )
-                    ),
-                )
-                raise
-            else:
-                self.handled += 1
-                _reply(msg, outcome.Value(result))
+    def rejected(self, msg: _Message, exc: Rejected) -> None:
+        self.handled += 1
+        if msg.task is None:
+            _log.warning(
+                "service %s rejected cast %s: %s",
+                self.label,
+                msg.describe(),
+                exc,
+                extra={"service": self.name},
+            )
+        _reply(msg, outcome.Error(exc))
+
+    def crashed(self, msg: _Message, exc: Exception) -> None:
+        self.handled += 1
+        crashed = ServiceCrashedError(self.label, getattr(msg.fn, "__name__", repr(msg.fn)))
+        crashed.__cause__ = exc
+        _reply(msg, outcome.Error(crashed))
+        self.crash_report(msg, exc)
+
+    def killed(self, msg: _Message) -> None:
+        # Cancelled (killed) or KeyboardInterrupt: the handler did not finish.
+        error = ServiceUnavailableError(self.label, "it was killed while handling this call")
+        _reply(msg, outcome.Error(error))
 
     def crash_report(self, msg: _Message, exc: BaseException) -> None:
-        depth = self.recv.statistics().current_buffer_used if not self.recv._closed else 0
+        depth = self.mailbox.depth()
         _log.error(
             "service %s crashed in %s (mailbox depth %d, restarts %d)",
             self.label,
@@ -508,9 +488,7 @@ class _Incarnation:
         )
 
     def depth(self) -> int:
-        if self.recv._closed:
-            return 0
-        return self.recv.statistics().current_buffer_used
+        return self.mailbox.depth()
 
 
 def _reason_text(reason: str | BaseException | None) -> str:
@@ -638,7 +616,7 @@ class ServiceRef(Generic[S]):
         core = self._core
         core.handler_name(fn)
         try:
-            await core.send.send(_Message(core, fn, args, kwargs, None))
+            await core.mailbox.send(_Message(core, fn, args, kwargs, None))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise core.unavailable() from None
 
@@ -658,7 +636,7 @@ class ServiceRef(Generic[S]):
         core = self._core
         core.handler_name(fn)
         try:
-            core.send.send_nowait(_Message(core, fn, args, kwargs, None))
+            core.mailbox.send_nowait(_Message(core, fn, args, kwargs, None))
         except trio.WouldBlock:
             raise MailboxFullError(core.label, core.capacity) from None
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -751,10 +729,11 @@ class _ServiceStart(_Startable):
         named = f" name={self.name!r}" if self.name is not None else ""
         return f"<start {self.cls.__qualname__}{named}>"
 
-    async def __call__(
+    def __call__(
         self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        await self.run(task_status, _ChildHandle(shutdown=self.shutdown))
+    ) -> Coroutine[Any, Any, None]:
+        # A plain function returning the coroutine: one frame less per service.
+        return self.run(task_status, _ChildHandle(shutdown=self.shutdown))
 
     async def run(self, task_status: trio.TaskStatus[Any], handle: _ChildHandle) -> None:
         registry: Registry | None = None
@@ -784,8 +763,36 @@ class _ServiceStart(_Startable):
             core.started_at = trio.current_time()
             handle.on_stop(core.request_stop)
             task_status.started(ref)
+            # Drop it: it holds the nursery.start() machinery, about 1 KB that
+            # would otherwise live as long as the service.
+            del task_status
+            mailbox = core.mailbox
             try:
-                await core.serve()
+                # The service loop, inline: one frame less per idle service.
+                while core.status == _RUNNING_S:
+                    try:
+                        msg = await mailbox.receive()
+                    except trio.ClosedResourceError:
+                        break  # request_stop closed the mailbox while we waited
+                    if msg.state != _QUEUED:
+                        continue  # withdrawn by a cancelled caller
+                    if core.status != _RUNNING_S:
+                        _reply(msg, outcome.Error(core.unavailable()))
+                        break
+                    msg.state = _RUNNING
+                    try:
+                        result = await msg.fn(service, *msg.args, **msg.kwargs)
+                    except Rejected as exc:
+                        core.rejected(msg, exc)
+                    except Exception as exc:
+                        core.crashed(msg, exc)
+                        raise
+                    except BaseException:
+                        core.killed(msg)
+                        raise
+                    else:
+                        core.handled += 1
+                        _reply(msg, outcome.Value(result))
             except Exception as exc:
                 reason = core.reason = exc
                 core.status = _STOPPING

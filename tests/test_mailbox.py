@@ -1,0 +1,132 @@
+"""The private mailbox behaves as one end of a trio memory channel."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
+
+from trioscope._mailbox import _Mailbox
+
+
+async def test_fifo_and_bounded() -> None:
+    box: _Mailbox[int] = _Mailbox(2)
+    box.send_nowait(1)
+    box.send_nowait(2)
+    with pytest.raises(trio.WouldBlock):
+        box.send_nowait(3)
+    assert box.depth() == 2
+    assert [box.receive_nowait(), box.receive_nowait()] == [1, 2]
+    with pytest.raises(trio.WouldBlock):
+        box.receive_nowait()
+
+
+async def test_send_and_receive_checkpoint() -> None:
+    box: _Mailbox[int] = _Mailbox(1)
+    with trio.testing.assert_checkpoints():
+        await box.send(1)
+    with trio.testing.assert_checkpoints():
+        assert await box.receive() == 1
+
+
+async def test_waiting_senders_are_served_in_order_and_a_cancelled_one_sends_nothing() -> None:
+    box: _Mailbox[str] = _Mailbox(1)
+    box.send_nowait("first")
+
+    async def send_cancellable(
+        value: str, *, task_status: trio.TaskStatus[trio.CancelScope]
+    ) -> None:
+        with trio.CancelScope() as scope:
+            task_status.started(scope)
+            await box.send(value)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(send_cancellable, "a")
+        b = await nursery.start(send_cancellable, "b")
+        await nursery.start(send_cancellable, "c")
+        await trio.testing.wait_all_tasks_blocked()
+        b.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        received = [await box.receive() for _ in range(3)]
+    assert received == ["first", "a", "c"]
+    assert box.depth() == 0
+
+
+async def test_a_waiting_sender_is_cancelled_without_sending() -> None:
+    box: _Mailbox[str] = _Mailbox(1)
+    box.send_nowait("first")
+    with trio.move_on_after(1) as scope:
+        await box.send("never")
+    assert scope.cancelled_caught
+    assert box.receive_nowait() == "first"
+    with pytest.raises(trio.WouldBlock):
+        box.receive_nowait()
+
+
+async def test_close_wakes_the_receiver_and_fails_senders() -> None:
+    box: _Mailbox[int] = _Mailbox(1)
+    errors: list[type[BaseException]] = []
+
+    async def receive() -> None:
+        try:
+            await box.receive()
+        except trio.ClosedResourceError as exc:
+            errors.append(type(exc))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receive)
+        await trio.testing.wait_all_tasks_blocked()
+        box.close()
+    assert errors == [trio.ClosedResourceError]
+    with pytest.raises(trio.BrokenResourceError):
+        box.send_nowait(1)
+    with pytest.raises(trio.ClosedResourceError):
+        box.receive_nowait()
+
+
+async def test_close_fails_waiting_senders() -> None:
+    box: _Mailbox[int] = _Mailbox(1)
+    box.send_nowait(0)
+
+    async def close_soon() -> None:
+        await trio.testing.wait_all_tasks_blocked()
+        box.close()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(close_soon)
+        with pytest.raises(trio.BrokenResourceError):
+            await box.send(1)
+
+
+Op = st.one_of(
+    st.tuples(st.just("send"), st.integers(0, 99)),
+    st.tuples(st.just("receive"), st.just(0)),
+)
+
+
+@given(capacity=st.integers(1, 4), ops=st.lists(Op, max_size=40))
+def test_nowait_operations_match_a_trio_memory_channel(
+    capacity: int, ops: list[tuple[str, int]]
+) -> None:
+    box: _Mailbox[int] = _Mailbox(capacity)
+    send, receive = trio.open_memory_channel[int](capacity)
+    for op, value in ops:
+        if op == "send":
+            outcomes = []
+            for fn in (box.send_nowait, send.send_nowait):
+                try:
+                    fn(value)
+                    outcomes.append("ok")
+                except trio.WouldBlock:
+                    outcomes.append("full")
+        else:
+            outcomes = []
+            for rfn in (box.receive_nowait, receive.receive_nowait):
+                try:
+                    outcomes.append(rfn())
+                except trio.WouldBlock:
+                    outcomes.append("empty")
+        assert outcomes[0] == outcomes[1]
+        assert box.depth() == receive.statistics().current_buffer_used

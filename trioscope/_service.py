@@ -799,8 +799,9 @@ class _ServiceStart(_Startable):
                 core.fail_queued()
                 # terminate on crash gets the child's shutdown budget; on an
                 # orderly stop the supervisor enforces it with its own deadline.
-                with trio.move_on_after(handle.shutdown):
-                    await service.terminate(exc)
+                if self.cls.terminate is not Service.terminate:
+                    with trio.move_on_after(handle.shutdown):
+                        await service.terminate(exc)
                 raise
             except BaseException:
                 core.status = _STOPPING

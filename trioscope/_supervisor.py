@@ -535,14 +535,26 @@ class Supervisor:
                         (c.restart_at for c in self._waiting if c.restart_at is not None),
                         default=math.inf,
                     )
-                    with trio.move_on_at(deadline):
+                    if deadline == math.inf:
                         report = await self._reports_recv.receive()
-                    async with self._lock:
+                    else:
+                        with trio.move_on_at(deadline):
+                            report = await self._reports_recv.receive()
+                    # Receiving was the checkpoint; when the lock is free (the
+                    # usual case) take it without a second trip through the
+                    # scheduler, which is most of a restart's latency budget.
+                    try:
+                        self._lock.acquire_nowait()
+                    except trio.WouldBlock:
+                        await self._lock.acquire()
+                    try:
                         if self._closing:
                             return
                         if report is not None:
                             await self._on_exit(report)
                         await self._restart_due()
+                    finally:
+                        self._lock.release()
         except (KeyboardInterrupt, SystemExit) as exc:
             self._interrupt(exc)  # it landed here: see _interrupt
         finally:

@@ -52,7 +52,7 @@ def typecheck(session: nox.Session) -> None:
     _install_with_tests(session)
     session.install("mypy>=1.10")
     session.run("mypy", "--strict", "trioscope")
-    session.run("pytest", "-q", "-p", "no:randomly", "tests/type_tests")
+    session.run("pytest", "-q", "tests/type_tests")
 
 
 @nox.session(python="3.11")

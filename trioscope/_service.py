@@ -767,6 +767,7 @@ class _ServiceStart(_Startable):
             # would otherwise live as long as the service.
             del task_status
             mailbox = core.mailbox
+            msg: _Message | None = None
             try:
                 # The service loop, inline: one frame less per idle service.
                 while core.status == _RUNNING_S:
@@ -821,6 +822,12 @@ class _ServiceStart(_Startable):
                 assert name is not None
                 registry._unregister(name, ref)
             core.finish(reason)
+            # A crash's traceback holds this frame: drop every local that leads
+            # back to the exception (through the incarnation, whose reason it
+            # is), so the crash leaves no cycle for the garbage collector.
+            handle._on_stop = None
+            msg = None
+            del core, ref, reason
 
 
 # -- by name -----------------------------------------------------------------

@@ -315,6 +315,17 @@ class Supervisor:
         if sum(1 for c in self._children.values() if c.status != "stopped") >= limit:
             raise MaxChildrenError(self.id, limit)
 
+    async def _lock_fast(self) -> None:
+        """Take the lock, without a trip through the scheduler when it is free.
+
+        `trio.Lock` always checkpoints, which costs a scheduler round; the
+        callers checkpoint anyway (starting a child, receiving a report).
+        """
+        try:
+            self._lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self._lock.acquire()
+
     async def start_child(self, spec: ChildSpec) -> object:
         """Add a child at the end of the start order, start it, and return its started value.
 
@@ -325,7 +336,8 @@ class Supervisor:
         """
         if not isinstance(spec, ChildSpec):
             raise TypeError(f"start_child takes a ChildSpec, got {spec!r}")
-        async with self._lock:
+        await self._lock_fast()  # starting the child below is the checkpoint
+        try:
             self._check_open(spec.id)
             if spec.id in self._children:
                 raise ValueError(
@@ -343,6 +355,8 @@ class Supervisor:
                 self._children.pop(spec.id, None)
                 raise StartError(spec.id, self.id) from error
             return child.value
+        finally:
+            self._lock.release()
 
     async def terminate_child(self, child_id: str) -> None:
         """Stop a child within its shutdown budget; it stays stopped until `restart_child`.
@@ -436,6 +450,9 @@ class Supervisor:
                 child.value = None
                 child.scope = None
                 child.handle = None
+                # The report holds the error; this frame must not (a cycle
+                # through the traceback would wait for the garbage collector).
+                error = None
                 if child.done is not None:
                     child.done.set()
         if not forward.was_started:
@@ -540,13 +557,8 @@ class Supervisor:
                     else:
                         with trio.move_on_at(deadline):
                             report = await self._reports_recv.receive()
-                    # Receiving was the checkpoint; when the lock is free (the
-                    # usual case) take it without a second trip through the
-                    # scheduler, which is most of a restart's latency budget.
-                    try:
-                        self._lock.acquire_nowait()
-                    except trio.WouldBlock:
-                        await self._lock.acquire()
+                    # Receiving was the checkpoint (see _lock_fast).
+                    await self._lock_fast()
                     try:
                         if self._closing:
                             return

@@ -127,12 +127,17 @@ class Worker(Service):
 class Recorder(Service):
     """Keeps whatever ``__init__`` received."""
 
+    instances = 0
+
     def __init__(self, *args: object, **kwargs: object) -> None:
         self.args = args
         self.kwargs = kwargs
+        Recorder.instances += 1
+        # A serial number, not id(self): a freed instance's id can be reused.
+        self.serial = Recorder.instances
 
     async def seen(self) -> tuple[tuple[object, ...], dict[str, object], int]:
-        return self.args, self.kwargs, id(self)
+        return self.args, self.kwargs, self.serial
 
 
 class NeedsArg(Service):

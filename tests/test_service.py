@@ -1606,3 +1606,16 @@ async def test_kv_service_matches_a_dict_model() -> None:
             )
         )
         assert trioscope.current_registry().names() == []
+
+
+async def test_a_plain_function_by_name_fails_at_once_even_if_nothing_is_registered() -> None:
+    def not_async(self: object) -> None:
+        return None
+
+    message = (
+        "test_a_plain_function_by_name_fails_at_once_even_if_nothing_is_registered.<locals>"
+        ".not_async is not a handler: handlers are `async def` methods of a Service"
+    )
+    async with trioscope.open_registry():
+        with trio.testing.assert_no_checkpoints(), pytest.raises(TypeError, match=exactly(message)):
+            await trioscope.call("nobody", not_async)  # type: ignore[arg-type]

@@ -890,6 +890,13 @@ async def call(
         while True:
             ref = _as_ref(name, registry.lookup(name), None)
             if ref is None or ref._core is failed:
+                if ref is None and not inspect.iscoroutinefunction(fn):
+                    # No service to check it against yet, but no service could
+                    # run this: say so now rather than after the timeout.
+                    raise TypeError(
+                        f"{getattr(fn, '__qualname__', fn)!s} is not a handler: "
+                        "handlers are `async def` methods of a Service"
+                    )
                 sent = None
                 await registry._wait_changed(name)
                 continue

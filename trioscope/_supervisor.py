@@ -887,6 +887,10 @@ def open_dynamic_supervisor(
 ) -> AbstractAsyncContextManager[Supervisor]:
     """A one-for-one supervisor that starts empty; add children with `Supervisor.start_child`.
 
+    Children that end for good (a normal exit of a TRANSIENT child, any exit
+    of a TEMPORARY one) are forgotten, as in Elixir, so churn does not grow
+    it; `Supervisor.terminate_child` keeps the spec until `delete_child`.
+
     Raises:
         MaxChildrenError: from `Supervisor.start_child`, when *max_children* are
             already running (stopped children keep their spec, not their slot).

@@ -41,8 +41,18 @@ class Restart(enum.Enum):
     """Never restarted; removed from its supervisor when it exits on its own."""
 
 
+def _is_int(value: object) -> bool:
+    """An int, and not a bool (which Python counts as one)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    """An int or a float, and not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _check_seconds(name: str, value: float, *, allow_inf: bool) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not _is_number(value):
         raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
     if math.isnan(value) or value < 0 or (math.isinf(value) and not allow_inf):
         rule = ">= 0 (math.inf allowed)" if allow_inf else "finite and >= 0"
@@ -78,11 +88,11 @@ class Backoff:
             raise ValueError(
                 f"Backoff.maximum ({self.maximum!r}) must be >= Backoff.initial ({self.initial!r})"
             )
-        if isinstance(self.multiplier, bool) or not isinstance(self.multiplier, (int, float)):
+        if not _is_number(self.multiplier):
             raise TypeError(f"Backoff.multiplier must be a number, got {self.multiplier!r}")
         if not 1 <= self.multiplier < math.inf:
             raise ValueError(f"Backoff.multiplier must be finite and >= 1, got {self.multiplier!r}")
-        if isinstance(self.jitter, bool) or not isinstance(self.jitter, (int, float)):
+        if not _is_number(self.jitter):
             raise TypeError(f"Backoff.jitter must be a number, got {self.jitter!r}")
         if not 0 <= self.jitter <= 1:
             raise ValueError(f"Backoff.jitter must be between 0 and 1, got {self.jitter!r}")

@@ -49,6 +49,7 @@ from ._child_spec import (
     Restart,
     _check_seconds,
     _ChildHandle,
+    _is_int,
     _Startable,
 )
 from ._errors import (
@@ -196,7 +197,7 @@ class Service:
                 f"{cls.__qualname__}.child_spec: name must be a str, "
                 f"got {type(name).__name__}: {name!r}"
             )
-        if isinstance(mailbox_size, bool) or not isinstance(mailbox_size, int):
+        if not _is_int(mailbox_size):
             raise TypeError(
                 f"{cls.__qualname__}.child_spec: mailbox_size must be an integer >= 1, "
                 f"got {type(mailbox_size).__name__}: {mailbox_size!r}"
@@ -311,7 +312,6 @@ class _Incarnation:
 
     __slots__ = (
         "_ended_event",
-        "capacity",
         "cls",
         "handled",
         "handlers",
@@ -342,7 +342,6 @@ class _Incarnation:
         self.name = name
         self.number = next(_incarnations)
         self.label = repr(name) if name is not None else f"<{self.cls.__qualname__} #{self.number}>"
-        self.capacity = capacity
         self.mailbox: _Mailbox[_Message] = _Mailbox(capacity)
         self.handled = 0
         self.in_flight = 0
@@ -487,9 +486,6 @@ class _Incarnation:
             },
         )
 
-    def depth(self) -> int:
-        return self.mailbox.depth()
-
 
 def _reason_text(reason: str | BaseException | None) -> str:
     if reason is None:
@@ -541,8 +537,9 @@ class ServiceRef(Generic[S]):
         self._timeout = timeout
 
     def __repr__(self) -> str:
-        core = self._core
-        return f"<ServiceRef {core.label} mailbox {core.depth()}/{core.capacity} {core.status}>"
+        core, mailbox = self._core, self._core.mailbox
+        depth = f"{mailbox.depth()}/{mailbox.capacity}"
+        return f"<ServiceRef {core.label} mailbox {depth} {core.status}>"
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ServiceRef) and other._core is self._core
@@ -638,7 +635,7 @@ class ServiceRef(Generic[S]):
         try:
             core.mailbox.send_nowait(_Message(core, fn, args, kwargs, None))
         except trio.WouldBlock:
-            raise MailboxFullError(core.label, core.capacity) from None
+            raise MailboxFullError(core.label, core.mailbox.capacity) from None
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise core.unavailable() from None
 
@@ -646,8 +643,8 @@ class ServiceRef(Generic[S]):
         """Counters of this incarnation, without waiting."""
         core = self._core
         return ServiceStatistics(
-            mailbox_depth=core.depth(),
-            mailbox_capacity=core.capacity,
+            mailbox_depth=core.mailbox.depth(),
+            mailbox_capacity=core.mailbox.capacity,
             handled=core.handled,
             in_flight=core.in_flight,
             started_at=core.started_at,
@@ -687,13 +684,15 @@ class ServiceRef(Generic[S]):
                 reported = answer.get("status")
                 if reported == "degraded" or reported == "unavailable":
                     status = reported
-                elif core.depth() >= math.ceil(core.capacity * DEGRADED_MAILBOX_FRACTION):
+                elif core.mailbox.depth() >= math.ceil(
+                    core.mailbox.capacity * DEGRADED_MAILBOX_FRACTION
+                ):
                     status = "degraded"
         return Health(
             status=status,
             name=core.name,
-            mailbox_depth=core.depth(),
-            mailbox_capacity=core.capacity,
+            mailbox_depth=core.mailbox.depth(),
+            mailbox_capacity=core.mailbox.capacity,
             restarts=core.restarts,
             detail=detail,
         )

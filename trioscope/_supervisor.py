@@ -45,7 +45,15 @@ from typing import Any, Final, Literal, final
 import attrs
 import trio
 
-from ._child_spec import Backoff, ChildSpec, Restart, _ChildHandle, _Startable
+from ._child_spec import (
+    Backoff,
+    ChildSpec,
+    Restart,
+    _ChildHandle,
+    _is_int,
+    _is_number,
+    _Startable,
+)
 from ._errors import (
     ChildStateError,
     MaxChildrenError,
@@ -194,18 +202,14 @@ def _check_children(children: Iterable[ChildSpec]) -> list[ChildSpec]:
     return specs
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _check_options(strategy: Strategy, max_restarts: int, max_seconds: float) -> None:
     if not isinstance(strategy, Strategy):
         raise TypeError(f"strategy must be a trioscope.Strategy, got {strategy!r}")
-    if isinstance(max_restarts, bool) or not isinstance(max_restarts, int):
+    if not _is_int(max_restarts):
         raise TypeError(f"max_restarts must be an int, got {max_restarts!r}")
     if max_restarts < 0:
         raise ValueError(f"max_restarts must be >= 0, got {max_restarts}")
-    if isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float)):
+    if not _is_number(max_seconds):
         raise TypeError(f"max_seconds must be a number, got {max_seconds!r}")
     if not 0 < max_seconds < math.inf:
         raise ValueError(f"max_seconds must be finite and > 0, got {max_seconds!r}")

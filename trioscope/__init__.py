@@ -23,6 +23,7 @@ from ._errors import RestartIntensityExceededError as RestartIntensityExceededEr
 from ._errors import ServiceCrashedError as ServiceCrashedError
 from ._errors import ServiceUnavailableError as ServiceUnavailableError
 from ._errors import StartError as StartError
+from ._errors import SupervisorClosedError as SupervisorClosedError
 from ._errors import TrioscopeError as TrioscopeError
 from ._errors import UnknownChildError as UnknownChildError
 from ._monitor import Down as Down
@@ -81,6 +82,7 @@ __all__ = [
     "StartError",
     "Strategy",
     "Supervisor",
+    "SupervisorClosedError",
     "TaskSupervisor",
     "TrioscopeError",
     "UnknownChildError",

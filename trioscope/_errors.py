@@ -14,7 +14,8 @@
     ├── RestartIntensityExceededError
     ├── MaxChildrenError
     ├── UnknownChildError                (also LookupError)
-    └── ChildStateError                  (also RuntimeError)
+    ├── ChildStateError                  (also RuntimeError)
+    └── SupervisorClosedError            (also RuntimeError)
     Rejected                             (base for handlers' expected failures;
                                           a plain Exception, not a TrioscopeError)
 
@@ -188,3 +189,17 @@ class ChildStateError(TrioscopeError, RuntimeError):
         self.child_id = child_id
         self.status = status
         super().__init__(f"child {child_id!r} of supervisor {supervisor!r} is {status}; {wanted}")
+
+
+class SupervisorClosedError(TrioscopeError, RuntimeError):
+    """A control call reached a supervisor that is stopping or has stopped."""
+
+    def __init__(self, supervisor: str, call: str, *, stopped: bool) -> None:
+        self.supervisor = supervisor
+        self.call = call
+        self.stopped = stopped
+        state = "has stopped" if stopped else "is stopping"
+        super().__init__(
+            f"supervisor {supervisor!r} {state}: {call} was refused (a stopping supervisor "
+            "starts, restarts and terminates nothing more; its children are stopped in order)"
+        )

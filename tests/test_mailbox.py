@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import trio
 import trio.testing
@@ -100,10 +102,77 @@ async def test_close_fails_waiting_senders() -> None:
             await box.send(1)
 
 
+async def test_withdraw_removes_a_queued_value_and_frees_its_slot_at_once() -> None:
+    box: _Mailbox[str] = _Mailbox(2)
+    box.send_nowait("a")
+    box.send_nowait("b")
+    with pytest.raises(trio.WouldBlock):
+        box.send_nowait("c")
+    assert box.withdraw("a") is True
+    assert box.depth() == 1
+    box.send_nowait("c")  # the withdrawn value's slot is free for the next sender
+    assert box.depth() == 2
+    assert [box.receive_nowait(), box.receive_nowait()] == ["b", "c"]
+
+
+async def test_withdraw_of_a_value_not_in_the_queue_changes_nothing() -> None:
+    box: _Mailbox[str] = _Mailbox(2)
+    assert box.withdraw("never sent") is False  # before the buffer exists
+    box.send_nowait("a")
+    assert box.withdraw("elsewhere") is False
+    assert box.receive_nowait() == "a"
+    assert box.withdraw("a") is False  # already received
+    assert box.depth() == 0
+    box.close()
+    assert box.withdraw("a") is False
+
+
+async def test_withdraw_admits_the_longest_waiting_sender() -> None:
+    box: _Mailbox[str] = _Mailbox(1)
+    box.send_nowait("queued")
+    sent: list[str] = []
+
+    async def sender(value: str) -> None:
+        await box.send(value)
+        sent.append(value)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sender, "first waiter")
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(sender, "second waiter")
+        await trio.testing.wait_all_tasks_blocked()
+        assert box.withdraw("queued") is True
+        # The freed slot went to the first waiting sender, at once; the second still waits.
+        assert box.depth() == 1
+        await trio.testing.wait_all_tasks_blocked()
+        assert sent == ["first waiter"]
+        assert box.receive_nowait() == "first waiter"
+        await trio.testing.wait_all_tasks_blocked()
+        assert sent == ["first waiter", "second waiter"]
+        assert box.receive_nowait() == "second waiter"
+    assert box.depth() == 0
+
+
 Op = st.one_of(
-    st.tuples(st.just("send"), st.integers(0, 99)),
+    # Few distinct values, so that withdraws often hit one (and duplicates occur).
+    st.tuples(st.just("send"), st.integers(0, 9)),
     st.tuples(st.just("receive"), st.just(0)),
+    st.tuples(st.just("withdraw"), st.integers(0, 9)),
 )
+
+
+def _withdraw_from_channel(
+    send: trio.MemorySendChannel[int], receive: trio.MemoryReceiveChannel[int], value: int
+) -> bool:
+    """A withdraw modelled on a memory channel with no waiting senders: drain it,
+    and send back everything but the first occurrence of *value*."""
+    queued = _drain(receive.receive_nowait)
+    found = value in queued
+    if found:
+        queued.remove(value)
+    for item in queued:
+        send.send_nowait(item)
+    return found
 
 
 @given(capacity=st.integers(1, 4), ops=st.lists(Op, max_size=40))
@@ -121,6 +190,8 @@ def test_nowait_operations_match_a_trio_memory_channel(
                     outcomes.append("ok")
                 except trio.WouldBlock:
                     outcomes.append("full")
+        elif op == "withdraw":
+            outcomes = [box.withdraw(value), _withdraw_from_channel(send, receive, value)]
         else:
             outcomes = []
             for rfn in (box.receive_nowait, receive.receive_nowait):
@@ -130,3 +201,14 @@ def test_nowait_operations_match_a_trio_memory_channel(
                     outcomes.append("empty")
         assert outcomes[0] == outcomes[1]
         assert box.depth() == receive.statistics().current_buffer_used
+    # What is left comes out in the same order.
+    assert _drain(box.receive_nowait) == _drain(receive.receive_nowait)
+
+
+def _drain(receive_nowait: Callable[[], int]) -> list[int]:
+    values = []
+    while True:
+        try:
+            values.append(receive_nowait())
+        except trio.WouldBlock:
+            return values

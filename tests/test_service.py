@@ -908,10 +908,11 @@ async def test_a_cancelled_call_still_queued_is_withdrawn_and_never_runs() -> No
         await trio.testing.wait_all_tasks_blocked()
         assert stats(ref) == (1, 2, 0)  # queued behind hold; two calls in flight
         caller_scope.cancel()
+        assert stats(ref) == (0, 1, 0)  # withdrawn from the mailbox at once
         await trio.testing.wait_all_tasks_blocked()
         assert caller_scope.cancelled_caught
         assert results == []
-        assert ref.statistics().in_flight == 1
+        assert stats(ref) == (0, 1, 0)
 
         gate.set()
         assert await ref.call(Worker.record, "after") == "after"
@@ -930,6 +931,7 @@ async def test_a_call_that_times_out_while_queued_is_withdrawn(
         await trio.testing.wait_all_tasks_blocked()
         with pytest.raises(CallTimeoutError):
             await ref.with_timeout(2).call(Worker.record, "timed out")
+        assert stats(ref) == (0, 1, 0)  # it no longer takes a place in the mailbox
         gate.set()
         await ref.call(Worker.record, "after")
         assert log == ["hold", "after"]
@@ -958,6 +960,86 @@ async def test_a_call_cancelled_while_waiting_for_mailbox_space_is_never_sent() 
 async def _cancel_when_blocked(scope: trio.CancelScope) -> None:
     await trio.testing.wait_all_tasks_blocked()
     scope.cancel()
+
+
+async def _cancellable_call(
+    ref: ServiceRef[Any],
+    fn: Callable[..., Awaitable[object]],
+    *args: object,
+    task_status: trio.TaskStatus[trio.CancelScope],
+) -> None:
+    with trio.CancelScope() as scope:
+        task_status.started(scope)
+        await ref.call(fn, *args)
+
+
+async def queue_call(
+    host: Host, ref: ServiceRef[Any], fn: Callable[..., Awaitable[object]], *args: object
+) -> trio.CancelScope:
+    """Make a call from a task of its own, once it waits; return the scope that cancels it."""
+    scope: trio.CancelScope = await host.nursery.start(_cancellable_call, ref, fn, *args)
+    await trio.testing.wait_all_tasks_blocked()
+    return scope
+
+
+async def test_a_withdrawn_call_stops_counting_toward_a_full_mailbox_at_once() -> None:
+    async with running() as host:
+        log: list[object] = []
+        gate = trio.Event()
+        ref = await host.start(Worker.child_spec(name="w", log=log, gate=gate, mailbox_size=2))
+        host.nursery.start_soon(ref.call, Worker.hold)
+        await trio.testing.wait_all_tasks_blocked()
+        first = await queue_call(host, ref, Worker.record, "withdrawn first")
+        second = await queue_call(host, ref, Worker.record, "withdrawn second")
+        assert stats(ref) == (2, 3, 0)
+        with pytest.raises(MailboxFullError):
+            ref.try_cast(Worker.record, "refused")
+        second.cancel()  # the one at the back of the queue
+        assert stats(ref) == (1, 2, 0)
+        ref.try_cast(Worker.record, "cast 1")
+        with pytest.raises(MailboxFullError):
+            ref.try_cast(Worker.record, "refused")
+        first.cancel()  # the one at the front
+        assert stats(ref) == (1, 1, 0)
+        ref.try_cast(Worker.record, "cast 2")
+        assert stats(ref) == (2, 1, 0)
+        gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert log == ["hold", "cast 1", "cast 2"]
+        assert stats(ref) == (0, 0, 3)
+
+
+async def test_a_withdrawn_call_lets_a_cast_or_call_waiting_for_space_in_at_once() -> None:
+    async with running() as host:
+        log: list[object] = []
+        gate = trio.Event()
+        ref = await host.start(Worker.child_spec(name="w", log=log, gate=gate, mailbox_size=1))
+        host.nursery.start_soon(ref.call, Worker.hold)
+        await trio.testing.wait_all_tasks_blocked()
+        queued = await queue_call(host, ref, Worker.record, "withdrawn")
+        # A call, then a cast, wait for space behind it.
+        waiting = await queue_call(host, ref.with_timeout(math.inf), Worker.record, "call")
+        done: list[str] = []
+
+        async def waiting_cast() -> None:
+            await ref.cast(Worker.record, "cast")
+            done.append("cast")
+
+        host.nursery.start_soon(waiting_cast)
+        await trio.testing.wait_all_tasks_blocked()
+        assert stats(ref) == (1, 3, 0)
+        queued.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        # The call took the freed slot (the cast waits behind it): withdrawing
+        # the call in turn frees the slot for the cast.
+        assert (stats(ref), done) == ((1, 2, 0), [])
+        waiting.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        assert (stats(ref), done) == ((1, 1, 0), ["cast"])
+        gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert log == ["hold", "cast"]
+        assert stats(ref) == (0, 0, 2)
 
 
 async def test_a_call_cancelled_while_running_discards_the_reply_and_leaks_nothing() -> None:
@@ -1434,6 +1516,33 @@ async def test_health_is_degraded_when_the_mailbox_is_nearly_full() -> None:
         assert isinstance(health, Health)
         assert health.status == "degraded"
         assert health.mailbox_depth == 10
+        second_gate.set()
+
+
+async def test_withdrawn_calls_do_not_count_toward_degraded_health() -> None:
+    async with running() as host:
+        ref = await host.start(Probe.child_spec({}, name="p", mailbox_size=20))
+        gate = trio.Event()
+        host.nursery.start_soon(ref.call, Probe.hold, gate)
+        await trio.testing.wait_all_tasks_blocked()
+        results: dict[str, object] = {}
+        host.nursery.start_soon(capture, results, "health", ref.health)
+        await trio.testing.wait_all_tasks_blocked()
+        second_gate = trio.Event()
+        ref.try_cast(Probe.hold, second_gate)  # keeps the mailbox from draining after health
+        withdrawn = [await queue_call(host, ref, Probe.noop) for _ in range(10)]
+        for _ in range(8):
+            ref.try_cast(Probe.noop)
+        assert ref.statistics().mailbox_depth == 20
+        for scope in withdrawn:
+            scope.cancel()
+        assert ref.statistics().mailbox_depth == 10
+        gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        # Degraded from 18 messages (90% of 20): the 8 live ones are well below.
+        health = results["health"]
+        assert isinstance(health, Health)
+        assert (health.status, health.mailbox_depth) == ("healthy", 8)
         second_gate.set()
 
 

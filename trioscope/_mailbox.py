@@ -7,6 +7,9 @@ an idle one costs a few hundred bytes instead of about 2.3 KB: a service has
 exactly one receiver, and the buffer and the queue of waiting senders are made
 only when first needed. Idle services are the common case (a dynamic
 supervisor may hold 100,000 of them), which is what the saving is for.
+
+One operation a memory channel lacks: `_Mailbox.withdraw` takes a queued value
+back out (a call whose caller gave up), so it stops holding capacity at once.
 """
 
 from __future__ import annotations
@@ -84,6 +87,27 @@ class _Mailbox(Generic[T]):
             return Abort.SUCCEEDED
 
         await wait_task_rescheduled(abort)
+
+    def withdraw(self, value: T) -> bool:
+        """Take *value* back out of the queue, if it is there; its slot is free at once.
+
+        Returns whether it was queued. The freed slot goes to the longest-waiting
+        sender, as if the receiver had taken a message. O(queue), cheapest at the
+        front (where calls that time out in order are); meant for the rare path.
+        """
+        buffer = self._buffer
+        if not buffer:
+            return False
+        try:
+            buffer.remove(value)  # identity first, then ==: a message compares by identity
+        except ValueError:
+            return False
+        senders = self._senders
+        if senders:
+            task, waiting = senders.popitem(last=False)
+            buffer.append(waiting)
+            reschedule(task, outcome.Value(None))
+        return True
 
     # -- receiving (the service's task) ---------------------------------------
 

@@ -117,7 +117,7 @@ class ServiceStatistics:
     """A snapshot of one incarnation's counters (like Trio's channel statistics)."""
 
     mailbox_depth: int
-    """Messages waiting in the mailbox (withdrawn calls included until skipped)."""
+    """Messages waiting in the mailbox (a withdrawn call leaves it at once)."""
     mailbox_capacity: int
     """The mailbox's bound."""
     handled: int
@@ -262,11 +262,15 @@ class _Message:
         self.result: outcome.Outcome[Any] | None = None
 
     def abort(self, _raise_cancel: object) -> Abort:
-        # The caller is cancelled while parked: withdraw a queued message (the
-        # service skips it), abandon a running one (its reply is discarded).
+        # The caller is cancelled while parked: withdraw a queued message, abandon
+        # a running one (its reply is discarded). A withdrawn message leaves the
+        # mailbox at once, so it holds no capacity; one already handed to the
+        # waiting service task is not in the queue, and the service skips it.
         if self.state == _QUEUED:
             self.state = _WITHDRAWN
-            self.core.in_flight -= 1
+            core = self.core
+            core.in_flight -= 1
+            core.mailbox.withdraw(self)
         elif self.state == _RUNNING:
             self.state = _ABANDONED
         self.parked = False

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import trio
@@ -21,6 +23,31 @@ HOW_TO_OPEN = (
 def no_registry(what: str) -> str:
     """The exact message of a `NoRegistryError` for *what*, as a match pattern."""
     return "^" + re.escape(f"{what} {HOW_TO_OPEN}") + "$"
+
+
+def closed_registry(what: str, namespace: str) -> str:
+    """The exact message of a `NoRegistryError` for *what* on a closed registry."""
+    return (
+        f"{what} needs a registry, but registry {namespace!r} around this task has closed "
+        "(its async with block exited before the task ended): start the task inside the "
+        "block, or open a registry around it"
+    )
+
+
+@contextmanager
+def checkpoints_even_when_raising() -> Iterator[None]:
+    """`trio.testing.assert_checkpoints`, except that raising does not excuse the block.
+
+    Reads the same per-task counters Trio's helper does: a cancel point and a
+    schedule point must both have happened, on the error path too.
+    """
+    task = trio.lowlevel.current_task()
+    cancel_points, schedule_points = task._cancel_points, task._schedule_points
+    try:
+        yield
+    finally:
+        assert task._cancel_points > cancel_points, "no cancel point"
+        assert task._schedule_points > schedule_points, "no schedule point"
 
 
 # -- the scope and current_registry() ---------------------------------------
@@ -493,6 +520,84 @@ async def test_wait_for_keeps_waiting_if_the_name_comes_and_goes_before_it_runs(
         with reg.registered("x", "stays"):
             await trio.testing.wait_all_tasks_blocked()
         assert got == ["stays"]
+
+
+async def test_wait_for_on_a_registry_that_closes_raises_no_registry_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    errors: list[NoRegistryError] = []
+
+    async def waiter(reg: Registry, *, task_status: trio.TaskStatus[None]) -> None:
+        task_status.started()
+        try:
+            with trio.fail_after(60):  # the clock jumps there if it waits for good
+                await reg.wait_for("x")
+        except NoRegistryError as exc:
+            errors.append(exc)
+
+    async with trioscope.open_registry("outer") as outer, trio.open_nursery() as nursery:
+        async with trioscope.open_registry("scope") as reg:
+            # The waiter runs in a nursery that outlives the block.
+            await nursery.start(waiter, reg)
+            await trio.testing.wait_all_tasks_blocked()
+            assert errors == []
+        await trio.testing.wait_all_tasks_blocked()
+        assert [str(exc) for exc in errors] == [closed_registry("wait_for('x')", "scope")]
+        assert (errors[0].what, errors[0].closed) == ("wait_for('x')", "scope")
+        # It left nothing behind in the registries it watched.
+        assert reg._watchers == {}
+        assert outer._watchers == {}
+
+
+async def test_wait_for_on_a_closed_registry_raises_after_a_checkpoint(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trioscope.open_registry("gone") as reg:
+        pass
+    with (
+        trio.fail_after(60),  # the clock jumps there if it waits for good
+        checkpoints_even_when_raising(),
+        pytest.raises(
+            NoRegistryError, match="^" + re.escape(closed_registry("wait_for('x')", "gone")) + "$"
+        ),
+    ):
+        await reg.wait_for("x")
+    # A cancelled caller is cancelled first, as at any checkpoint.
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await reg.wait_for("x")
+    assert scope.cancelled_caught
+    assert reg._watchers == {}
+
+
+async def test_a_registry_closing_does_not_end_a_wait_on_a_scope_nested_in_it() -> None:
+    # A task started inside the outer block can open a scope that outlives it.
+    got: list[object] = []
+    inner_opened = trio.Event()
+    release = trio.Event()
+    inner_reg: list[Registry] = []
+
+    async def inner_scope() -> None:
+        async with trioscope.open_registry("inner") as inner:
+            inner_reg.append(inner)
+            inner_opened.set()
+            await release.wait()
+            with inner.registered("x", "late"):
+                await trio.testing.wait_all_tasks_blocked()
+
+    async def waiter() -> None:
+        got.append(await inner_reg[0].wait_for("x"))
+
+    async with trio.open_nursery() as nursery:
+        async with trioscope.open_registry("outer"):
+            nursery.start_soon(inner_scope)
+            await inner_opened.wait()
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == []  # the inner registry is still open: keep waiting
+        release.set()
+    assert got == ["late"]
 
 
 # -- isolation under concurrency (required) --------------------------------

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, ClassVar
 
 import attrs
@@ -52,6 +52,31 @@ HOW_TO_OPEN = (
 def exactly(message: str) -> str:
     """A `pytest.raises` match pattern for exactly *message*."""
     return "^" + re.escape(message) + "$"
+
+
+def closed_registry(what: str, namespace: str) -> str:
+    """The exact message of a `NoRegistryError` for *what* on a closed registry."""
+    return (
+        f"{what} needs a registry, but registry {namespace!r} around this task has closed "
+        "(its async with block exited before the task ended): start the task inside the "
+        "block, or open a registry around it"
+    )
+
+
+@contextmanager
+def checkpoints_even_when_raising() -> Iterator[None]:
+    """`trio.testing.assert_checkpoints`, except that raising does not excuse the block.
+
+    Reads the same per-task counters Trio's helper does: a cancel point and a
+    schedule point must both have happened, on the error path too.
+    """
+    task = trio.lowlevel.current_task()
+    cancel_points, schedule_points = task._cancel_points, task._schedule_points
+    try:
+        yield
+    finally:
+        assert task._cancel_points > cancel_points, "no cancel point"
+        assert task._schedule_points > schedule_points, "no schedule point"
 
 
 # -- services under test --------------------------------------------------------
@@ -644,10 +669,76 @@ async def test_call_and_cast_by_name() -> None:
 
 
 async def test_calls_by_name_outside_every_registry() -> None:
-    with pytest.raises(NoRegistryError, match=exactly(f"call('c', ...) {HOW_TO_OPEN}")):
+    with (
+        checkpoints_even_when_raising(),
+        pytest.raises(NoRegistryError, match=exactly(f"call('c', ...) {HOW_TO_OPEN}")),
+    ):
         await trioscope.call("c", Counter.get)
-    with pytest.raises(NoRegistryError, match=exactly(f"cast('c', ...) {HOW_TO_OPEN}")):
+    with (
+        checkpoints_even_when_raising(),
+        pytest.raises(NoRegistryError, match=exactly(f"cast('c', ...) {HOW_TO_OPEN}")),
+    ):
         await trioscope.cast("c", Counter.get)
+
+
+async def test_calls_by_name_waiting_when_their_registry_closes_say_it_closed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    results: dict[str, object] = {}
+    async with trio.open_nursery() as nursery:
+        async with trioscope.open_registry("scope", isolated=True):
+            # Started inside the block, into a nursery that outlives it.
+            nursery.start_soon(capture, results, "call", lambda: trioscope.call("c", Counter.get))
+            nursery.start_soon(capture, results, "cast", lambda: trioscope.cast("c", Counter.get))
+            await trio.testing.wait_all_tasks_blocked()
+            assert results == {}
+        await trio.testing.wait_all_tasks_blocked()
+    # At once, not after their 5 s timeout: nothing can be registered there any more.
+    assert trio.current_time() == 0
+    assert {key: (type(exc), str(exc)) for key, exc in results.items()} == {
+        "call": (NoRegistryError, closed_registry("call('c', ...)", "scope")),
+        "cast": (NoRegistryError, closed_registry("cast('c', ...)", "scope")),
+    }
+
+
+async def test_by_name_operations_in_a_task_whose_registry_has_closed_say_so() -> None:
+    errors: dict[str, str] = {}
+    released = trio.Event()
+
+    async def late(*, task_status: trio.TaskStatus[None]) -> None:
+        task_status.started()
+        await released.wait()
+        attempts: dict[str, Callable[[], Awaitable[object]]] = {
+            "call": lambda: trioscope.call("c", Counter.get),
+            "cast": lambda: trioscope.cast("c", Counter.get),
+        }
+        for key, attempt in attempts.items():
+            with checkpoints_even_when_raising(), pytest.raises(NoRegistryError) as info:
+                await attempt()
+            errors[key] = str(info.value)
+        with pytest.raises(NoRegistryError) as info:
+            trioscope.whereis("c")
+        errors["whereis"] = str(info.value)
+        with pytest.raises(NoRegistryError) as info:
+            async with trioscope.monitor("c"):
+                pass  # pragma: no cover
+        errors["monitor"] = str(info.value)
+        async with trio.open_nursery() as nursery:
+            with pytest.raises(NoRegistryError) as info:
+                await nursery.start(Counter.child_spec(name="c").start)
+        errors["start"] = str(info.value)
+
+    async with trio.open_nursery() as nursery:
+        async with trioscope.open_registry("scope", isolated=True):
+            await nursery.start(late)
+        released.set()
+    assert errors == {
+        "call": closed_registry("call('c', ...)", "scope"),
+        "cast": closed_registry("cast('c', ...)", "scope"),
+        "whereis": closed_registry("whereis('c')", "scope"),
+        "monitor": closed_registry("monitor('c')", "scope"),
+        "start": closed_registry("starting service 'c'", "scope"),
+    }
 
 
 async def test_a_call_by_name_is_resolved_on_every_call() -> None:
@@ -1148,9 +1239,15 @@ async def test_a_crash_fails_the_caller_and_the_queue_and_ends_the_task(
 
         # A ServiceRef points at that incarnation only, and never waits.
         start = trio.current_time()
-        with pytest.raises(ServiceUnavailableError, match=exactly(not_run)):
+        with (
+            checkpoints_even_when_raising(),
+            pytest.raises(ServiceUnavailableError, match=exactly(not_run)),
+        ):
             await ref.call(Worker.record, "afterwards")
-        with pytest.raises(ServiceUnavailableError, match=exactly(not_run)):
+        with (
+            checkpoints_even_when_raising(),
+            pytest.raises(ServiceUnavailableError, match=exactly(not_run)),
+        ):
             await ref.cast(Worker.record, "afterwards")
         with pytest.raises(ServiceUnavailableError, match=exactly(not_run)):
             ref.try_cast(Worker.record, "afterwards")

@@ -29,8 +29,7 @@ from typing import Any, final
 import attrs
 import trio
 
-from ._errors import NoRegistryError
-from ._registry import _current_registry_or_none
+from ._registry import _current_registry_or_none, _no_registry_error
 from ._service import ServiceRef, _as_ref, _Incarnation
 
 Reason = str | BaseException
@@ -90,7 +89,7 @@ async def monitor(target: str | ServiceRef[Any]) -> AsyncIterator[Monitor]:
     elif isinstance(target, str):
         registry = _current_registry_or_none()
         if registry is None:
-            raise NoRegistryError(f"monitor({target!r})")
+            raise _no_registry_error(f"monitor({target!r})")
         ref = _as_ref(target, registry.lookup(target), None)
         core = ref._core if ref is not None else None
         name = target

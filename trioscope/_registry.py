@@ -99,16 +99,32 @@ class Registry:
 
         Returns at once (after a checkpoint) when it is already registered.
         Honours the caller's cancel scopes: wrap it in `trio.fail_after` for a limit.
+
+        Raises:
+            NoRegistryError: this registry has closed (its block exited), before
+                or while waiting: nothing can be registered in it any more.
         """
         await trio.lowlevel.checkpoint()
         while True:
+            if self._closed:
+                raise self._closed_error(f"wait_for({name!r})")
             value = self.lookup(name)
             if value is not None:
                 return value
-            await self._wait_changed(name)
+            await self._wait_changed(name, f"wait_for({name!r})")
 
-    async def _wait_changed(self, name: str) -> None:
-        """Park until *name* is registered or released anywhere in the visible chain."""
+    def _closed_error(self, what: str) -> NoRegistryError:
+        return NoRegistryError(what, closed=str(self.namespace))
+
+    async def _wait_changed(self, name: str, what: str) -> None:
+        """Park until *name* is registered or released anywhere in the visible chain.
+
+        Raises `NoRegistryError` for *what* (the caller's operation) when this
+        registry has closed, before parking or once woken by its closing. Only
+        call it after a checkpoint of one's own: it raises at once if closed.
+        """
+        if self._closed:
+            raise self._closed_error(what)
         event = trio.Event()
         chain = list(self._visible_chain())
         for reg in chain:
@@ -122,6 +138,8 @@ class Registry:
                     watchers.discard(event)
                     if not watchers:
                         del reg._watchers[name]
+        if self._closed:
+            raise self._closed_error(what)
 
     def _notify(self, name: str) -> None:
         watchers = self._watchers.pop(name, None)
@@ -137,7 +155,7 @@ class Registry:
         if value is None:
             raise TypeError(f"cannot register None as {name!r}: None means 'not registered'")
         if self._closed:
-            raise NoRegistryError(f"registering {name!r}", closed=str(self.namespace))
+            raise self._closed_error(f"registering {name!r}")
         holder = self._entries.get(name)
         if holder is not None:
             raise AlreadyRegisteredError(name, holder, self.namespace)
@@ -206,14 +224,21 @@ def current_registry() -> Registry:
     Raises:
         NoRegistryError: no `open_registry` block encloses the current task.
     """
-    reg = _current.get()
+    reg = _current_registry_or_none()
     if reg is None:
-        raise NoRegistryError("current_registry()")
-    if reg._closed:
-        raise NoRegistryError("current_registry()", closed=str(reg.namespace))
+        raise _no_registry_error("current_registry()")
     return reg
 
 
 def _current_registry_or_none() -> Registry | None:
     reg = _current.get()
     return None if reg is None or reg._closed else reg
+
+
+def _no_registry_error(what: str) -> NoRegistryError:
+    """Why *what* found no registry (`_current_registry_or_none` gave ``None``):
+    none is open around the task, or the one around it has closed."""
+    reg = _current.get()
+    if reg is not None and reg._closed:
+        return reg._closed_error(what)
+    return NoRegistryError(what)

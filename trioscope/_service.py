@@ -55,14 +55,13 @@ from ._child_spec import (
 from ._errors import (
     CallTimeoutError,
     MailboxFullError,
-    NoRegistryError,
     Rejected,
     ServiceCrashedError,
     ServiceUnavailableError,
     _NotRunError,
 )
 from ._mailbox import _Mailbox
-from ._registry import Registry, _current_registry_or_none
+from ._registry import Registry, _current_registry_or_none, _no_registry_error
 
 if sys.version_info >= (3, 11):
     from typing import Concatenate, ParamSpec
@@ -619,6 +618,9 @@ class ServiceRef(Generic[S]):
         try:
             await core.mailbox.send(_Message(core, fn, args, kwargs, None))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
+            # `send` only checked for cancellation before refusing: a schedule
+            # point too, so a loop retrying a stopped service cannot starve others.
+            await trio.lowlevel.cancel_shielded_checkpoint()
             raise core.unavailable() from None
 
     def try_cast(
@@ -744,7 +746,7 @@ class _ServiceStart(_Startable):
         if name is not None:
             registry = _current_registry_or_none()
             if registry is None:
-                raise NoRegistryError(f"starting service {name!r}")
+                raise _no_registry_error(f"starting service {name!r}")
         service = self.cls(*self.args, **self.kwargs)
         core = _Incarnation(service, name, self.mailbox_size, handle.restarts, registry)
         ref: ServiceRef[Any] = ServiceRef(core, DEFAULT_CALL_TIMEOUT_S)
@@ -847,7 +849,7 @@ def whereis(name: str, cls: type[S] | None = None) -> ServiceRef[Any] | None:
     """
     registry = _current_registry_or_none()
     if registry is None:
-        raise NoRegistryError(f"whereis({name!r})")
+        raise _no_registry_error(f"whereis({name!r})")
     return _as_ref(name, registry.lookup(name), cls)
 
 
@@ -878,14 +880,16 @@ async def call(
     timeout (`DEFAULT_CALL_TIMEOUT_S`). A message that ran is never retried.
 
     Raises:
-        NoRegistryError: no registry is open around the current task.
+        NoRegistryError: no registry is open around the current task, or it
+            closed while the call waited for the name.
         ServiceUnavailableError: no live service took the message within the timeout.
         CallTimeoutError: the service took the message but did not reply in time.
         ServiceCrashedError, Rejected, TypeError: as `ServiceRef.call`.
     """
     registry = _current_registry_or_none()
     if registry is None:
-        raise NoRegistryError(f"call({name!r}, ...)")
+        await trio.lowlevel.checkpoint()  # a checkpoint on every path, errors included
+        raise _no_registry_error(f"call({name!r}, ...)")
     timeout = DEFAULT_CALL_TIMEOUT_S
     sent: _Message | None = None
     failed: _Incarnation | None = None
@@ -901,7 +905,8 @@ async def call(
                         "handlers are `async def` methods of a Service"
                     )
                 sent = None
-                await registry._wait_changed(name)
+                # Raises NoRegistryError if the registry closes meanwhile.
+                await registry._wait_changed(name, f"call({name!r}, ...)")
                 continue
             core = ref._core
             core.handler_name(fn)
@@ -936,17 +941,20 @@ async def cast(
     then for mailbox space.
 
     Raises:
-        NoRegistryError: no registry is open around the current task.
+        NoRegistryError: no registry is open around the current task, or it
+            closed while the call waited for the name.
         ServiceUnavailableError: the name was not registered in time, or its
             incarnation stopped before taking the message.
     """
     registry = _current_registry_or_none()
     if registry is None:
-        raise NoRegistryError(f"cast({name!r}, ...)")
+        await trio.lowlevel.checkpoint()  # a checkpoint on every path, errors included
+        raise _no_registry_error(f"cast({name!r}, ...)")
     ref: ServiceRef[Any] | None = None
     with trio.move_on_after(DEFAULT_CALL_TIMEOUT_S):
         while (ref := _as_ref(name, registry.lookup(name), None)) is None:
-            await registry._wait_changed(name)
+            # Raises NoRegistryError if the registry closes meanwhile.
+            await registry._wait_changed(name, f"cast({name!r}, ...)")
     if ref is None:
         raise ServiceUnavailableError(
             repr(name),

@@ -5,7 +5,7 @@ triotp's gen_server takes a *module* of callbacks (``init``, ``handle_call``,
 in context variables that `triotp.mailbox._init` creates (as `triotp.node.run`
 does before starting applications). Each benchmark calls it first, so every
 ``trio.run`` gets a fresh registry. Importing this module fails on a Python
-where triotp is not installed (or older than 3.12, which triotp needs).
+where triotp is not installed (or older than 3.13, which triotp 0.3.1 needs).
 """
 
 from __future__ import annotations

@@ -2,13 +2,23 @@
 
     python bench/run.py            # the full run (3 to 4 minutes on 2 cores)
     python bench/run.py --quick    # a smoke run with small sizes (under half a minute)
+    python bench/run.py --only restart            # one section (or several, comma-separated)
+    python bench/run.py --baseline bench/baseline-7af780f.json   # and compare with a previous run
     nox -s bench                   # the full run, in a Python 3.13 venv with triotp==0.3.1
     nox -s bench -- --quick        # arguments after -- go to run.py
 
 Other flags: ``--json PATH`` (raw results; default ``bench/.results/*.json``),
+``--render JSON`` (reprint a saved run; with ``--baseline``, compare it),
 ``--skip-triotp``, ``--triotp-100k`` (run triotp above its cap too) and
 ``--no-gc`` (diagnosis only: the cyclic garbage collector off everywhere).
 The table goes to stdout as markdown; progress goes to stderr.
+
+``--baseline FILE`` takes the JSON of a previous run (what ``--json`` wrote)
+or a file of the same shape holding only some figures, such as
+``bench/baseline-7af780f.json`` (the figures of docs/performance.md at
+7af780f, whose raw JSON was not kept), and adds a table of per-row changes,
+flagging call, cast, restart and idle service memory when one is more than
+5% worse.
 
 What is measured (see docs/performance.md for the interpretation):
 
@@ -16,10 +26,13 @@ What is measured (see docs/performance.md for the interpretation):
    fresh ``open_memory_channel(1)`` per reply and with one persistent reply
    channel; one-way send throughput; memory of an idle task; the cost of
    spawning (``start_soon`` and ``nursery.start``) and cancelling tasks; and a
-   minimal hand-rolled one-for-one restart loop.
+   minimal hand-rolled one-for-one restart loop, in two forms: the manager
+   ``nursery.start``s the new worker, or (leaner) ``start_soon``s it.
 2. trioscope: ``ref.call``, ``trioscope.call`` by name, ``ref.cast``, registry
    lookups, idle service memory.
-3. Restart latency under ``ONE_FOR_ONE``, with few and with 10k other names.
+3. Restart latency under ``ONE_FOR_ONE``, with few and with 10k other names,
+   twice in the same run: with trioscope's logging disabled (its logger above
+   CRITICAL) and with its crash reports going to a ``NullHandler``.
 4. ``open_dynamic_supervisor`` with 10k and 100k children: start, memory, teardown.
 5. triotp 0.3.1 beside each.
 
@@ -61,7 +74,7 @@ HERE = Path(__file__).resolve().parent
 
 try:
     import otp
-except ImportError as exc:  # triotp missing, or a Python older than 3.12
+except ImportError as exc:  # triotp missing, or a Python older than 3.13 (triotp 0.3.1 needs it)
     otp = None  # type: ignore[assignment]
     OTP_MISSING = f"triotp unavailable ({type(exc).__name__}: {exc})"
 else:
@@ -187,9 +200,12 @@ def memory(cfg: dict[str, Any], with_otp: bool) -> dict[str, Any]:
 
 def restarts(cfg: dict[str, Any], with_otp: bool) -> dict[str, Any]:
     log("restart latency: few names / many names ...")
+    # Keys are "<impl>_<variant>"; an impl name has no underscore.
     impls: dict[str, Callable[[int, int], Awaitable[tuple[list[float], int]]]] = {
-        "floor": raw.restart_latency,
-        "scope": scope.restart_latency,
+        "floor-soon": raw.restart_latency_soon,  # manager start_soon()s the new worker
+        "floor": raw.restart_latency,  # manager nursery.start()s it
+        "scope-nolog": scope.restart_latency_nolog,  # trioscope's logger above CRITICAL
+        "scope": scope.restart_latency,  # trioscope's records to a NullHandler
     }
     if with_otp:
         impls["otp"] = otp.restart_latency
@@ -376,11 +392,12 @@ def header(args: argparse.Namespace) -> list[str]:
         ).stdout.strip()
     except OSError:
         commit = ""
+    only = f" --only {','.join(args.only)}" if args.only else ""
     return [
         f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}"
         + (f"; source tree at `{commit}`" if commit else ""),
         f"- command: `python bench/run.py{' --quick' if args.quick else ''}"
-        f"{' --no-gc' if args.no_gc else ''}`",
+        f"{' --no-gc' if args.no_gc else ''}{only}`",
         f"- machine: {os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()}; "
         f"load average at start {os.getloadavg()[0]:.2f}",
         f"- Python {platform.python_version()} ({platform.python_implementation()}), "
@@ -389,7 +406,35 @@ def header(args: argparse.Namespace) -> list[str]:
     ]
 
 
-def render(res: dict[str, Any]) -> str:
+SECTIONS: dict[str, Callable[[dict[str, Any], bool, argparse.Namespace], Any]] = {
+    "rates": lambda cfg, with_otp, args: rates(cfg, with_otp),
+    "lookups": lambda cfg, with_otp, args: lookups(cfg, with_otp),
+    "memory": lambda cfg, with_otp, args: memory(cfg, with_otp),
+    "restart": lambda cfg, with_otp, args: restarts(cfg, with_otp),
+    "scale": lambda cfg, with_otp, args: scale(cfg, with_otp, args.triotp_100k),
+}
+
+
+def parse_sections(value: str) -> list[str]:
+    chosen = [part.strip() for part in value.split(",") if part.strip()]
+    unknown = [part for part in chosen if part not in SECTIONS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(
+            f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}"
+        )
+    return chosen
+
+
+def load_baseline(path: Path) -> tuple[dict[str, Any], str]:
+    """A previous run's JSON (or a file of the same shape) and a line saying what it is."""
+    base: dict[str, Any] = json.loads(path.read_text())
+    what = base.get("provenance") or next(
+        (line.removeprefix("- ") for line in base.get("header", [])), "a previous run"
+    )
+    return base, f"`{path}` ({what})"
+
+
+def render(res: dict[str, Any], baseline: tuple[dict[str, Any], str] | None = None) -> str:
     """The markdown report for one run's results (as saved in the JSON file)."""
     others = ""
     if "other_cpus_busy" in res:
@@ -400,17 +445,22 @@ def render(res: dict[str, Any]) -> str:
             "- **WARNING: trioscope's source files changed during this run; the figures mix "
             "versions. Run it again.**"
         ]
+    parts = [
+        report.floors_table(res),
+        report.main_table(res, res["with_otp"]),
+        report.restart_table(res, res["with_otp"]),
+    ]
+    if baseline is not None:
+        parts.append(report.baseline_table(res, *baseline))
     out = res["header"] + [
         f"- load average at end {res['load_end']:.2f}; "
         f"wall time of this run: {fmt_seconds(res['wall_seconds'])}{others}",
         *changed,
-        "",
-        *report.floors_table(res),
-        "",
-        *report.main_table(res, res["with_otp"]),
-        "",
-        *report.notes(res, res["config"], res["with_otp"], res["otp_missing"]),
     ]
+    for part in parts:
+        if part:
+            out += ["", *part]
+    out += ["", *report.notes(res, res["config"], res["with_otp"], res["otp_missing"])]
     return "\n".join(out)
 
 
@@ -428,9 +478,22 @@ def main() -> None:
         action="store_true",
         help="diagnosis only: disable the cyclic garbage collector everywhere",
     )
+    parser.add_argument(
+        "--only",
+        type=parse_sections,
+        metavar="SECTIONS",
+        help=f"run only these sections, comma-separated: {', '.join(SECTIONS)} (default: all)",
+    )
     parser.add_argument("--json", type=Path, help="where to write raw results (JSON)")
     parser.add_argument(
         "--render", type=Path, metavar="JSON", help="print the report of a saved run, run nothing"
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="JSON",
+        help="compare with a previous run's JSON (e.g. bench/baseline-7af780f.json): "
+        "per-row change, flagging call, cast, restart and idle memory if over 5%% worse",
     )
     parser.add_argument("--scenario", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -439,8 +502,9 @@ def main() -> None:
     if args.scenario:
         run_scenario(args.scenario, args.n, args.mode, args.no_gc)
         return
+    baseline = load_baseline(args.baseline) if args.baseline else None
     if args.render:
-        print(render(json.loads(args.render.read_text())))
+        print(render(json.loads(args.render.read_text()), baseline))
         return
     if args.no_gc:
         gc.disable()
@@ -451,11 +515,10 @@ def main() -> None:
     t0 = time.perf_counter()
     busy0, own0 = busy_cpu_seconds(), own_cpu_seconds()
     res: dict[str, Any] = {"config": cfg, "header": header(args), "digest": source_digest()}
-    res["rates"] = rates(cfg, with_otp)
-    res["lookups"] = lookups(cfg, with_otp)
-    res["memory"] = memory(cfg, with_otp)
-    res["restart"] = restarts(cfg, with_otp)
-    res["scale"] = scale(cfg, with_otp, args.triotp_100k)
+    sections = args.only or list(SECTIONS)
+    for section in sections:
+        res[section] = SECTIONS[section](cfg, with_otp, args)
+    res["sections"] = sections
     res["wall_seconds"] = wall = time.perf_counter() - t0
     res["load_end"] = os.getloadavg()[0]
     res["digest_end"] = source_digest()
@@ -465,9 +528,11 @@ def main() -> None:
         res["other_cpus_busy"] = max(0.0, (busy1 - busy0) - (own1 - own0)) / wall
     res["with_otp"] = with_otp
     res["otp_missing"] = OTP_MISSING
-    print(render(res))
+    print(render(res, baseline))
 
     stem = ("quick" if args.quick else "full") + ("-nogc" if args.no_gc else "")
+    if args.only:
+        stem += "-" + "-".join(sections)
     path = args.json or HERE / ".results" / f"{stem}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(res, indent=2, default=str))

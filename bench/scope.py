@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 import trio
@@ -189,6 +191,10 @@ async def restart_latency(samples: int, extra_names: int) -> tuple[list[float], 
     the measuring task can only run once that incarnation has called
     ``task_status.started`` and parked on its mailbox, so the clock stops when
     it is serving. *extra_names* other names are registered in the same registry.
+
+    Logging is as the caller configured it: ``run.py`` sends trioscope's
+    records to a `logging.NullHandler` (`common.silence_logging`), and
+    `restart_latency_nolog` switches them off altogether.
     """
     global _round
     durations: list[float] = []
@@ -214,3 +220,44 @@ async def restart_latency(samples: int, extra_names: int) -> tuple[list[float], 
                     await trio.testing.wait_all_tasks_blocked()
                 gc_runs = young_collections() - gc0
     return durations, gc_runs
+
+
+# The logger every trioscope logger ("trioscope.supervisor", "trioscope.service", ...)
+# inherits its level from.
+LIBRARY_LOGGER = "trioscope"
+
+
+@contextlib.contextmanager
+def logging_disabled() -> Iterator[None]:
+    """trioscope's logging off: its top logger above CRITICAL, restored on exit.
+
+    Raises if some trioscope logger still has CRITICAL enabled (one with a
+    level of its own), so that this never measures a configuration other than
+    the one it is named after.
+    """
+    top = logging.getLogger(LIBRARY_LOGGER)
+    before = top.level
+    top.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+        on = [
+            name
+            for name, logger in logging.root.manager.loggerDict.items()
+            if name.startswith(LIBRARY_LOGGER + ".")
+            and isinstance(logger, logging.Logger)
+            and logger.isEnabledFor(logging.CRITICAL)
+        ]
+        if on:
+            raise RuntimeError(f"trioscope loggers still enabled with logging off: {on}")
+    finally:
+        top.setLevel(before)
+
+
+async def restart_latency_nolog(samples: int, extra_names: int) -> tuple[list[float], int]:
+    """`restart_latency` with trioscope's logging disabled for the whole scenario.
+
+    ``logging.getLogger("trioscope").setLevel(logging.CRITICAL + 1)`` before
+    the supervisor opens, undone after it closed: no record is built at all.
+    """
+    with logging_disabled():
+        return await restart_latency(samples, extra_names)

@@ -16,16 +16,22 @@ import trioscope
 from trioscope import Down, Monitor, NoRegistryError, ServiceRef
 
 
+class Fatal(BaseException):
+    """Neither an `Exception` nor an interrupt, like pytest's ``Failed``."""
+
+
 class Db(trioscope.Service):
-    def __init__(self, init_gate: trio.Event | None = None, fail_init: bool = False) -> None:
+    def __init__(
+        self, init_gate: trio.Event | None = None, init_error: BaseException | None = None
+    ) -> None:
         self.init_gate = init_gate
-        self.fail_init = fail_init
+        self.init_error = init_error
 
     async def init(self) -> None:
         if self.init_gate is not None:
             await self.init_gate.wait()
-        if self.fail_init:
-            raise ConnectionError("database unreachable")
+        if self.init_error is not None:
+            raise self.init_error
 
     async def get(self) -> int:
         return 1
@@ -100,15 +106,20 @@ async def test_monitor_reports_an_orderly_stop_as_shutdown() -> None:
         assert await down.wait() == Down(name="db", incarnation=ref.incarnation, reason="shutdown")
 
 
-async def test_monitor_reports_a_failed_init_with_its_exception() -> None:
+@pytest.mark.parametrize(
+    "error", [ConnectionError("database unreachable"), Fatal("no Exception")], ids=repr
+)
+async def test_monitor_reports_a_failed_init_with_its_exception(error: BaseException) -> None:
     async with services() as nursery:
         gate = trio.Event()
         failures: list[BaseException] = []
 
         async def starting() -> None:
             try:
-                await nursery.start(Db.child_spec(name="db", init_gate=gate, fail_init=True).start)
-            except ConnectionError as exc:
+                await nursery.start(
+                    Db.child_spec(name="db", init_gate=gate, init_error=error).start
+                )
+            except (ConnectionError, Fatal) as exc:
                 failures.append(exc)
 
         nursery.start_soon(starting)
@@ -118,7 +129,7 @@ async def test_monitor_reports_a_failed_init_with_its_exception() -> None:
             result = await down.wait()
         await trio.testing.wait_all_tasks_blocked()  # the starter gets the error too
         assert result.name == "db"
-        assert result.reason is failures[0]
+        assert result.reason is failures[0] is error
 
 
 async def test_a_name_with_nothing_registered_is_noproc_at_once() -> None:

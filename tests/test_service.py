@@ -7,6 +7,7 @@ how it ended, so a crash is observed instead of tearing the test's nursery down.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -18,6 +19,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
+from _guards import _only_cancelled
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -31,6 +33,7 @@ import trioscope
 from trioscope import (
     CallTimeoutError,
     ChildSpec,
+    Down,
     Health,
     MailboxFullError,
     NoRegistryError,
@@ -41,6 +44,7 @@ from trioscope import (
     ServiceStatistics,
     ServiceUnavailableError,
 )
+from trioscope._child_spec import _ChildHandle, _Startable
 
 HOW_TO_OPEN = (
     "needs a registry, and none is open around the current task: wrap the code in "
@@ -179,11 +183,13 @@ class Lifecycle(Service):
         init_gate: trio.Event | None = None,
         init_error: BaseException | None = None,
         terminate_forever: bool = False,
+        terminate_error: BaseException | None = None,
     ) -> None:
         self.log = log
         self.init_gate = init_gate
         self.init_error = init_error
         self.terminate_forever = terminate_forever
+        self.terminate_error = terminate_error
 
     async def init(self) -> None:
         self.log.append("init")
@@ -197,6 +203,8 @@ class Lifecycle(Service):
         self.log.append(("terminate", reason))
         if self.terminate_forever:
             await trio.sleep_forever()
+        if self.terminate_error is not None:
+            raise self.terminate_error
 
     async def record(self, item: object) -> object:
         self.log.append(item)
@@ -204,6 +212,48 @@ class Lifecycle(Service):
 
     async def crash(self) -> None:
         raise RuntimeError("lifecycle crashed")
+
+
+class Fatal(BaseException):
+    """Neither an `Exception` nor an interrupt, like pytest's ``Failed``."""
+
+
+async def _fails_when_cancelled() -> None:
+    try:
+        await trio.sleep_forever()
+    finally:
+        raise ValueError("cleanup failed")  # a cleanup that fails while being cancelled
+
+
+class Risky(Lifecycle):
+    """Handlers that end in every way a handler can end."""
+
+    async def fatal(self, gate: trio.Event) -> None:
+        await gate.wait()
+        raise Fatal("fatal in handler")
+
+    async def interrupt(self) -> None:
+        raise KeyboardInterrupt
+
+    async def nested(self, raised: list[BaseException]) -> None:
+        """Run a nursery whose task fails when cancelled; keep what the nursery raises."""
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_fails_when_cancelled)
+                await trio.sleep_forever()
+        except BaseException as exc:
+            raised.append(exc)
+            raise
+
+
+class FailingCleanup(Lifecycle):
+    """Its ``terminate`` waits in a nursery whose task fails when cancelled."""
+
+    async def terminate(self, reason: BaseException | None) -> None:
+        self.log.append(("terminate", reason))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_fails_when_cancelled)
+            await trio.sleep_forever()
 
 
 class Probe(Service):
@@ -298,6 +348,38 @@ class Host:
     async def kill(self, ref: ServiceRef[Any]) -> None:
         self._scopes[ref.incarnation].cancel()
         await self.ended(ref)
+
+
+async def run_raw(
+    spec: ChildSpec,
+    raised: list[BaseException],
+    *,
+    handle: _ChildHandle | None = None,
+    task_status: trio.TaskStatus[tuple[ServiceRef[Any], trio.CancelScope]],
+) -> None:
+    """Run one bare incarnation; record exactly what its task raised.
+
+    With *handle*, run it as a supervisor would, so ``handle.request_stop()``
+    stops it in order. What is left once its cancel scope has taken its own
+    `trio.Cancelled` back must be one of the errors these tests provoke.
+    """
+    scope = trio.CancelScope()
+    start = spec.start
+    assert isinstance(start, _Startable)
+
+    class _Status:
+        def started(self, ref: ServiceRef[Any]) -> None:
+            task_status.started((ref, scope))
+
+    try:
+        with scope:
+            try:
+                await start.run(_Status(), handle or _ChildHandle())  # type: ignore[arg-type]
+            except BaseException as exc:
+                raised.append(exc)
+                raise
+    except (Exception, Fatal, KeyboardInterrupt):
+        pass  # recorded above
 
 
 @asynccontextmanager
@@ -1284,6 +1366,102 @@ async def test_a_killed_service_fails_the_running_and_the_queued_calls() -> None
             await ref.call(Worker.record, "afterwards")
 
 
+# -- every way a handler can end (see trioscope._exits) ------------------------------
+
+
+async def test_a_handler_raising_a_base_exception_that_is_no_interrupt_is_a_crash(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with running() as host:
+        log: list[object] = []
+        raised: list[BaseException] = []
+        ref, _ = await host.nursery.start(run_raw, Risky.child_spec(name="r", log=log), raised)
+        async with trioscope.monitor(ref) as down:
+            results: dict[str, object] = {}
+            gate = trio.Event()
+            host.nursery.start_soon(capture, results, "fatal", lambda: ref.call(Risky.fatal, gate))
+            await trio.testing.wait_all_tasks_blocked()
+            host.nursery.start_soon(capture, results, "queued", lambda: ref.call(Risky.record, 1))
+            await trio.testing.wait_all_tasks_blocked()
+            gate.set()
+            ended = await down.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        # The service task exits raising it, as it would an Exception.
+        [fatal] = raised
+        assert isinstance(fatal, Fatal)
+        crashed = results["fatal"]
+        assert isinstance(crashed, ServiceCrashedError)
+        assert crashed.__cause__ is fatal
+        assert str(crashed) == (
+            "service 'r' crashed in handler fatal() while handling this call "
+            "(the original error is the __cause__); its supervisor decides whether it restarts"
+        )
+        queued = results["queued"]
+        assert isinstance(queued, ServiceUnavailableError)
+        assert str(queued) == (
+            "service 'r' is unavailable: it crashed with Fatal: fatal in handler; "
+            "the message was not run"
+        )
+        assert log == ["init", "ready", ("terminate", fatal)]
+        assert ended == Down(name="r", incarnation=ref.incarnation, reason=fatal)
+        [report] = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert report.getMessage() == (
+            f"service 'r' crashed in fatal({gate!r}) (mailbox depth 1, restarts 0)"
+        )
+        assert report.exc_info is not None
+        assert report.exc_info[1] is fatal
+
+
+async def test_a_service_killed_while_its_handler_nursery_fails_keeps_the_error() -> None:
+    # Killing the service cancels the handler; a task in its nursery fails while
+    # being cancelled, so the handler raises a group [Cancelled, ValueError].
+    async with running() as host:
+        log: list[object] = []
+        raised: list[BaseException] = []
+        in_handler: list[BaseException] = []
+        ref, scope = await host.nursery.start(run_raw, Risky.child_spec(name="r", log=log), raised)
+        async with trioscope.monitor(ref) as down:
+            results: dict[str, object] = {}
+            host.nursery.start_soon(
+                capture, results, "running", lambda: ref.call(Risky.nested, in_handler)
+            )
+            await trio.testing.wait_all_tasks_blocked()
+            host.nursery.start_soon(capture, results, "queued", lambda: ref.call(Risky.record, 1))
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()
+            ended = await down.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        # Re-raised unchanged: the Cancelled in it belongs to the scope that killed it.
+        [group] = in_handler
+        assert raised == [group]
+        assert sorted(type(e).__name__ for e in group.exceptions) == ["Cancelled", "ValueError"]
+        [error] = [e for e in group.exceptions if isinstance(e, ValueError)]
+        assert ended == Down(name="r", incarnation=ref.incarnation, reason=error)
+        assert {key: str(exc) for key, exc in results.items()} == {
+            "running": "service 'r' is unavailable: it was killed while handling this call",
+            "queued": "service 'r' is unavailable: it is shutting down; the message was not run",
+        }
+        assert log == ["init", "ready"]  # killed: terminate does not run
+
+
+async def test_an_interrupt_in_a_handler_is_killed_and_raised_again_bare() -> None:
+    async with running() as host:
+        log: list[object] = []
+        raised: list[BaseException] = []
+        ref, _ = await host.nursery.start(run_raw, Risky.child_spec(name="r", log=log), raised)
+        async with trioscope.monitor(ref) as down:
+            results: dict[str, object] = {}
+            host.nursery.start_soon(capture, results, "running", lambda: ref.call(Risky.interrupt))
+            ended = await down.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        assert str(results["running"]) == (
+            "service 'r' is unavailable: it was killed while handling this call"
+        )
+        assert ended == Down(name="r", incarnation=ref.incarnation, reason="killed")
+        assert [type(exc) for exc in raised] == [KeyboardInterrupt]
+        assert log == ["init", "ready"]  # not a crash: terminate does not run
+
+
 async def test_a_service_ref_never_waits_for_the_next_incarnation(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -1488,6 +1666,108 @@ async def test_terminate_runs_on_an_orderly_stop() -> None:
             assert await trioscope.call("l", Lifecycle.record, "x") == "x"
         assert trioscope.whereis("l") is None
     assert log == ["init", "ready", "x", ("terminate", None)]
+
+
+async def test_terminate_raising_on_an_orderly_stop_is_logged_as_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with running() as host:
+        log: list[object] = []
+        raised: list[BaseException] = []
+        error = OSError("flush failed")
+        handle = _ChildHandle()
+        spec = Lifecycle.child_spec(name="l", log=log, terminate_error=error)
+        ref, _ = await host.nursery.start(functools.partial(run_raw, handle=handle), spec, raised)
+        async with trioscope.monitor(ref) as down:
+            with caplog.at_level(logging.INFO, logger="trioscope"):
+                handle.request_stop()  # as its supervisor does
+                ended = await down.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        assert log == ["init", "ready", ("terminate", None)]
+        assert raised == [error]
+        assert ended == Down(name="l", incarnation=ref.incarnation, reason=error)
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert [(r.name, r.levelno, r.getMessage()) for r in errors] == [
+            (
+                "trioscope.service",
+                logging.ERROR,
+                "service 'l': terminate() raised during an orderly stop",
+            )
+        ]
+        assert errors[0].exc_info is not None
+        assert errors[0].exc_info[1] is error
+
+
+async def test_terminate_raising_after_a_crash_is_logged_and_the_crash_is_kept(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with running() as host:
+        log: list[object] = []
+        raised: list[BaseException] = []
+        error = OSError("flush failed")
+        spec = Lifecycle.child_spec(name="l", log=log, terminate_error=error)
+        ref, _ = await host.nursery.start(run_raw, spec, raised)
+        async with trioscope.monitor(ref) as down:
+            with pytest.raises(ServiceCrashedError) as info:
+                await ref.call(Lifecycle.crash)
+            ended = await down.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        crash = info.value.__cause__
+        assert isinstance(crash, RuntimeError)
+        assert log == ["init", "ready", ("terminate", crash)]
+        # The service exits with the crash, and monitors see the crash.
+        assert raised == [crash]
+        assert ended == Down(name="l", incarnation=ref.incarnation, reason=crash)
+        # The terminate error is logged beside the crash report, not lost.
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert [(r.name, r.levelno, r.getMessage()) for r in errors] == [
+            (
+                "trioscope.service",
+                logging.ERROR,
+                "service 'l' crashed in crash() (mailbox depth 0, restarts 0)",
+            ),
+            (
+                "trioscope.service",
+                logging.ERROR,
+                "service 'l': terminate() raised after a crash; the service exits with "
+                "the crash (RuntimeError: lifecycle crashed)",
+            ),
+        ]
+        assert errors[0].exc_info is not None
+        assert errors[0].exc_info[1] is crash
+        assert errors[1].exc_info is not None
+        assert errors[1].exc_info[1] is error
+
+
+async def test_a_service_killed_in_terminate_after_a_crash_keeps_the_crash_and_logs_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with running() as host:
+        log: list[object] = []
+        raised: list[BaseException] = []
+        spec = FailingCleanup.child_spec(name="l", log=log, shutdown=math.inf)
+        ref, scope = await host.nursery.start(run_raw, spec, raised)
+        async with trioscope.monitor(ref) as down:
+            with pytest.raises(ServiceCrashedError) as info:
+                await ref.call(Lifecycle.crash)
+            await trio.testing.wait_all_tasks_blocked()
+            crash = info.value.__cause__
+            assert log == ["init", "ready", ("terminate", crash)]
+            scope.cancel()  # killed while terminate runs; its nursery's task fails
+            ended = await down.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        # Only the Cancelled went on, to the scope that killed it: nothing escaped
+        # that scope, the crash stays the reason, and terminate's error is logged.
+        [cancelled] = raised
+        assert _only_cancelled(cancelled)
+        assert ended == Down(name="l", incarnation=ref.incarnation, reason=crash)
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert [r.getMessage() for r in errors][1:] == [
+            "service 'l': terminate() raised after a crash; the service exits with "
+            "the crash (RuntimeError: lifecycle crashed)"
+        ]
+        assert errors[1].exc_info is not None
+        assert isinstance(errors[1].exc_info[1], ValueError)
 
 
 async def test_terminate_does_not_run_when_the_service_is_killed() -> None:

@@ -60,6 +60,7 @@ from ._errors import (
     ServiceUnavailableError,
     _NotRunError,
 )
+from ._exits import read_exit
 from ._mailbox import _Mailbox
 from ._registry import Registry, _current_registry_or_none, _no_registry_error
 
@@ -160,6 +161,8 @@ class Service:
         """Runs on orderly stop (``reason`` is ``None``) and on crash (the exception).
 
         It is not run when the service is cancelled outright (a brutal kill).
+        An error it raises is logged (ERROR, logger ``trioscope.service``); after a
+        crash the service still exits with the crash, which stays its reason.
         """
 
     async def health(self) -> Mapping[str, object]:
@@ -459,7 +462,18 @@ class _Incarnation:
             )
         _reply(msg, outcome.Error(exc))
 
-    def crashed(self, msg: _Message, exc: Exception) -> None:
+    def handler_failed(self, msg: _Message, exc: BaseException) -> None:
+        """Answer the caller of a handler that raised *exc* (not `Rejected`)."""
+        ended = read_exit(exc)
+        if ended.cancelled is None and ended.interrupt is None:
+            # Everything but Cancelled and interrupts is a crash: any
+            # BaseException (pytest's Failed), or a group of such from a nursery.
+            assert ended.error is not None
+            self.crashed(msg, ended.error)
+        else:
+            self.killed(msg)
+
+    def crashed(self, msg: _Message, exc: BaseException) -> None:
         self.handled += 1
         crashed = ServiceCrashedError(self.label, getattr(msg.fn, "__name__", repr(msg.fn)))
         crashed.__cause__ = exc
@@ -467,9 +481,29 @@ class _Incarnation:
         self.crash_report(msg, exc)
 
     def killed(self, msg: _Message) -> None:
-        # Cancelled (killed) or KeyboardInterrupt: the handler did not finish.
+        # Cancelled (killed) or interrupted: the handler did not finish.
         error = ServiceUnavailableError(self.label, "it was killed while handling this call")
         _reply(msg, outcome.Error(error))
+
+    def terminate_failed(self, error: BaseException, crash: BaseException | None) -> None:
+        """Log an error raised by ``terminate`` (after *crash*, or on an orderly stop)."""
+        if crash is None:
+            _log.error(
+                "service %s: terminate() raised during an orderly stop",
+                self.label,
+                exc_info=error,
+                extra={"service": self.name},
+            )
+        else:
+            _log.error(
+                "service %s: terminate() raised after a crash; the service exits with "
+                "the crash (%s: %s)",
+                self.label,
+                type(crash).__name__,
+                crash,
+                exc_info=error,
+                extra={"service": self.name, "crash": crash},
+            )
 
     def crash_report(self, msg: _Message, exc: BaseException) -> None:
         depth = self.mailbox.depth()
@@ -759,8 +793,11 @@ class _ServiceStart(_Startable):
                 if self.cls.init is not Service.init:
                     await service.init()
             except BaseException as exc:
-                if isinstance(exc, Exception):
-                    reason = core.reason = exc
+                # Everything but Cancelled (and interrupts) is why the start failed.
+                error = read_exit(exc).error
+                if error is not None:
+                    reason = core.reason = error
+                del error
                 core.status = _STOPPING
                 core.fail_queued()
                 raise
@@ -790,35 +827,45 @@ class _ServiceStart(_Startable):
                         result = await msg.fn(service, *msg.args, **msg.kwargs)
                     except Rejected as exc:
                         core.rejected(msg, exc)
-                    except Exception as exc:
-                        core.crashed(msg, exc)
-                        raise
-                    except BaseException:
-                        core.killed(msg)
+                    except BaseException as exc:
+                        # Raised again unchanged, whatever it is: a Cancelled in
+                        # it belongs to the scope that is killing the service.
+                        core.handler_failed(msg, exc)
                         raise
                     else:
                         core.handled += 1
                         _reply(msg, outcome.Value(result))
-            except Exception as exc:
-                reason = core.reason = exc
+            except BaseException as exc:
                 core.status = _STOPPING
+                ended = read_exit(exc)
+                crash = ended.error
+                if ended.cancelled is not None or ended.interrupt is not None:
+                    # Killed or interrupted: no terminate. An error that came
+                    # with it (a task failing as it was cancelled) is the reason.
+                    if crash is not None:
+                        reason = crash
+                    del ended, crash
+                    core.fail_queued()
+                    raise
+                assert crash is not None
+                reason = core.reason = crash  # a crash: the callers queued are told why
+                del ended, crash
                 core.fail_queued()
                 # terminate on crash gets the child's shutdown budget; on an
                 # orderly stop the supervisor enforces it with its own deadline.
                 if self.cls.terminate is not Service.terminate:
-                    with trio.move_on_after(handle.shutdown):
-                        await service.terminate(exc)
-                raise
-            except BaseException:
-                core.status = _STOPPING
-                core.fail_queued()
-                raise
+                    await _terminate_after_crash(service, core, handle.shutdown)
+                raise  # the crash itself, whatever terminate did
             core.fail_queued()
             if self.cls.terminate is not Service.terminate:
                 try:
                     await service.terminate(None)
-                except Exception as exc:
-                    reason = exc
+                except BaseException as exc:
+                    error = read_exit(exc).error
+                    if error is not None:
+                        reason = error
+                        core.terminate_failed(error, None)
+                    del error
                     raise
             # Only now: a terminate cut off at the shutdown budget was "killed".
             reason = "shutdown"
@@ -833,6 +880,33 @@ class _ServiceStart(_Startable):
             handle._on_stop = None
             msg = None
             del core, ref, reason
+
+
+async def _terminate_after_crash(service: Service, core: _Incarnation, budget: float) -> None:
+    """Run ``terminate`` with the crash (``core.reason``) within *budget*.
+
+    An error it raises is logged, not raised: the service exits with its crash,
+    which monitors and callers keep as the reason.
+    """
+    crash = core.reason
+    assert isinstance(crash, BaseException)
+    try:
+        with trio.move_on_after(budget):
+            await service.terminate(crash)
+    except BaseException as exc:
+        ended = read_exit(exc)
+        try:
+            if ended.error is None:
+                raise  # killed (or interrupted) while terminating: not a failure of terminate
+            core.terminate_failed(ended.error, crash)
+            # Only what is not terminate's error goes on: an interrupt (bare), or
+            # the Cancelled of the scope that is killing the service.
+            if ended.interrupt is not None:
+                raise ended.interrupt from None
+            if ended.cancelled is not None:
+                raise ended.cancelled from None
+        finally:
+            del ended, crash  # the exception's traceback holds this frame: no cycle
 
 
 # -- by name -----------------------------------------------------------------

@@ -84,7 +84,6 @@ DEGRADED_MAILBOX_FRACTION: Final = 0.9
 _LIFECYCLE: Final = frozenset({"init", "terminate", "health", "child_spec"})
 _log = logging.getLogger("trioscope.service")
 _incarnations = itertools.count(1)
-_anonymous_ids = itertools.count(1)
 
 S = TypeVar("S", bound="Service")
 P = ParamSpec("P")
@@ -186,7 +185,8 @@ class Service:
 
         Args:
             name: Register the service under this name in the current registry.
-            id: The child id in its supervisor (default: the name, else a unique id).
+            id: The child id in its supervisor (default: the name, else the class's
+                ``__qualname__``; give two unnamed children of one class an id each).
             mailbox_size: The mailbox's bound (an integer >= 1).
 
         Raises:
@@ -222,7 +222,8 @@ class Service:
             ) from exc
         _check_seconds("shutdown", shutdown, allow_inf=True)
         if id is None:
-            id = name if name is not None else f"{cls.__qualname__}-{next(_anonymous_ids)}"
+            # Stable, as Elixir uses the module: the name, else the class.
+            id = name if name is not None else cls.__qualname__
         starter = _ServiceStart(cls, args, kwargs, name, mailbox_size, shutdown)
         return ChildSpec(
             id,

@@ -212,3 +212,83 @@ def _drain(receive_nowait: Callable[[], int]) -> list[int]:
             values.append(receive_nowait())
         except trio.WouldBlock:
             return values
+
+
+WaitingOp = st.one_of(
+    st.tuples(st.just("send_nowait"), st.integers(0, 5)),
+    st.tuples(st.just("send"), st.integers(0, 5)),  # from a task of its own: may wait
+    st.tuples(st.just("receive"), st.just(0)),
+    st.tuples(st.just("withdraw"), st.integers(0, 5)),
+    st.tuples(st.just("cancel"), st.integers(0, 3)),  # the n-th sender still waiting
+)
+
+
+@given(capacity=st.integers(1, 3), ops=st.lists(WaitingOp, max_size=30))
+def test_withdraw_with_waiting_senders_matches_a_model(
+    capacity: int, ops: list[tuple[str, int]]
+) -> None:
+    """With senders waiting for space, a withdraw admits the longest-waiting one,
+    exactly as a receive does; a cancelled waiting sender sends nothing."""
+
+    async def main() -> None:
+        box: _Mailbox[int] = _Mailbox(capacity)
+        queue: list[int] = []  # the model: what the buffer holds, in order
+        waiting: list[tuple[int, int]] = []  # (sender, value), longest-waiting first
+        sent: set[int] = set()  # senders whose send returned
+        expected_sent: set[int] = set()
+        scopes: dict[int, trio.CancelScope] = {}
+
+        def admit_one() -> None:
+            if waiting:
+                sender, value = waiting.pop(0)
+                queue.append(value)
+                expected_sent.add(sender)
+
+        async def sender(number: int, value: int) -> None:
+            with trio.CancelScope() as scopes[number]:
+                await box.send(value)
+                sent.add(number)
+
+        async with trio.open_nursery() as nursery:
+            for number, (op, value) in enumerate(ops):
+                if op == "send_nowait":
+                    try:
+                        box.send_nowait(value)
+                        outcome: object = "ok"
+                    except trio.WouldBlock:
+                        outcome = "full"
+                    assert outcome == ("ok" if len(queue) < capacity else "full")
+                    if outcome == "ok":
+                        queue.append(value)
+                elif op == "send":
+                    nursery.start_soon(sender, number, value)
+                    if len(queue) < capacity:
+                        queue.append(value)
+                        expected_sent.add(number)
+                    else:
+                        waiting.append((number, value))
+                elif op == "receive":
+                    try:
+                        got: object = box.receive_nowait()
+                    except trio.WouldBlock:
+                        got = "empty"
+                    assert got == (queue.pop(0) if queue else "empty")
+                    if got != "empty":
+                        admit_one()
+                elif op == "withdraw":
+                    found = box.withdraw(value)
+                    assert found == (value in queue)
+                    if found:
+                        queue.remove(value)
+                        admit_one()
+                elif value < len(waiting):  # cancel
+                    cancelled, _ = waiting.pop(value)
+                    scopes[cancelled].cancel()
+                await trio.testing.wait_all_tasks_blocked()
+                assert box.depth() == len(queue)
+                assert sent == expected_sent
+            # Draining admits the waiting senders, in the order they came.
+            assert _drain(box.receive_nowait) == queue + [value for _, value in waiting]
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)

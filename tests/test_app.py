@@ -116,7 +116,7 @@ async def test_serve_returns_when_a_significant_child_ends() -> None:
         ChildSpec("job", job, restart=Restart.TRANSIENT, significant=True),
     ]
     with no_stray_cancel():
-        await trioscope.serve(specs)
+        await trioscope.serve(specs, auto_shutdown="any_significant")
     assert events == ["start a in app", "job done", "stop a"]
 
 

@@ -34,16 +34,19 @@ the nursery, so a child's failure never cancels its siblings and no bare
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
 import math
 import random
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, Final, Literal, final
+from typing import TYPE_CHECKING, Any, Final, Literal, final
 
 import attrs
+import outcome
 import trio
+from trio.lowlevel import Abort, reschedule, wait_task_rescheduled
 
 from ._child_spec import (
     Backoff,
@@ -59,8 +62,14 @@ from ._errors import (
     MaxChildrenError,
     RestartIntensityExceededError,
     StartError,
+    SupervisorClosedError,
     UnknownChildError,
 )
+from ._exits import read_exit
+from ._logging import wants
+
+if TYPE_CHECKING:
+    from trio.lowlevel import Task
 
 _log = logging.getLogger("trioscope.supervisor")
 
@@ -85,7 +94,11 @@ class Strategy(enum.Enum):
     """The failed child and those started after it."""
 
 
-ChildStatus = Literal["starting", "running", "stopping", "backoff", "stopped", "exited"]
+ChildStatus = Literal[
+    "starting", "running", "stopping", "restarting", "backoff", "stopped", "exited"
+]
+AutoShutdown = Literal["never", "any_significant", "all_significant"]
+_AUTO_SHUTDOWN: Final = ("never", "any_significant", "all_significant")
 
 
 @attrs.frozen
@@ -95,9 +108,10 @@ class ChildInfo:
     id: str
     """The child's id from its spec."""
     status: ChildStatus
-    """``running``, ``starting``, ``stopping``, ``backoff`` (waiting to restart),
-    ``stopped`` (terminated, or exited and not to be restarted) or ``exited``
-    (its exit is being handled)."""
+    """``running``, ``starting``, ``stopping``, ``restarting`` (its restart is
+    due, or being attempted), ``backoff`` (waiting to restart until
+    ``restart_at``), ``stopped`` (terminated, or exited and not to be
+    restarted) or ``exited`` (its exit is on its way to the supervisor)."""
     value: object
     """What the child passed to ``task_status.started()`` (a `ServiceRef` for a
     service, the `Supervisor` for a nested one); ``None`` when not running."""
@@ -123,86 +137,140 @@ class ChildCounts:
     """Children that are workers."""
 
 
+_START: Final = 0
+_TERMINATE: Final = 1
+_RESTART: Final = 2
+
+
 class _Child:
     __slots__ = (
         "attempt",
-        "done",
-        "generation",
-        "handle",
+        "key",
+        "order",
         "restart_at",
         "restarts",
-        "scope",
+        "run",
         "spec",
         "started_at",
         "status",
-        "stopping",
         "value",
     )
 
-    def __init__(self, spec: ChildSpec) -> None:
+    def __init__(self, spec: ChildSpec, key: object, order: int) -> None:
         self.spec = spec
+        self.key = key  # the id in a static supervisor; a serial number in a dynamic one
+        self.order = order  # start order
         self.status: ChildStatus = "stopped"
         self.value: object = None
         self.restarts = 0
         self.attempt = 0  # consecutive backoff restarts, for the delay
-        self.generation = 0
-        self.scope: trio.CancelScope | None = None
-        self.handle: _ChildHandle | None = None
-        self.done: trio.Event | None = None
-        self.stopping = False
+        self.run: _Run | None = None
         self.started_at = 0.0
         self.restart_at: float | None = None
 
 
-class _Forward:
-    """The ``task_status`` a child sees: marks it running and shields it once ready."""
+class _Run:
+    """One incarnation of a child: the ``task_status`` it is given, and what its wrapper saw.
 
-    __slots__ = ("_child", "_status", "was_started")
+    Only the child's wrapper writes the facts (``was_started``, ``value``,
+    ``done``, ``error``); only the manager reads them and changes supervisor
+    state. The child runs in ``scope``, shielded from the start: nothing but
+    its supervisor stops it (one child at a time, in order, also when the
+    supervisor itself is cancelled), and the supervisor gives the shield a
+    deadline, the child's shutdown budget, as soon as it stops it.
+    """
 
-    def __init__(self, status: trio.TaskStatus[Any], child: _Child) -> None:
-        self._status: trio.TaskStatus[Any] | None = status
-        self._child = child
+    __slots__ = (
+        "abandoned",
+        "child",
+        "discard",
+        "done",
+        "error",
+        "handle",
+        "handled",
+        "interrupted",
+        "scope",
+        "stopping",
+        "sup",
+        "value",
+        "was_started",
+    )
+
+    def __init__(self, sup: Supervisor, child: _Child) -> None:
+        self.sup = sup
+        self.child = child
+        self.handle = _ChildHandle(child.restarts, child.spec.shutdown)
+        self.scope = trio.CancelScope(shield=True)
         self.was_started = False
+        self.value: object = None
+        self.done = False
+        self.error: BaseException | None = None
+        self.interrupted = False
+        self.stopping = False  # the supervisor stops it: its exit is expected
+        self.abandoned = False  # its start was given up
+        self.discard = False  # a new child (start_child): not kept unless it starts
+        self.handled = False  # the manager has dealt with its exit
 
     def started(self, value: object = None) -> None:
-        child = self._child
+        """Trio's ``task_status.started``: the child is ready, with *value*."""
+        if self.was_started:
+            raise RuntimeError("called 'started' twice on the same task status")
         self.was_started = True
-        child.value = value
-        child.status = "running"
-        child.started_at = trio.current_time()
-        # From now on only the supervisor stops it, one child at a time and in
-        # order, even when the supervisor itself is being cancelled.
-        assert child.scope is not None
-        child.scope.shield = True
-        status, self._status = self._status, None
-        # Dropping the status frees the nursery.start() machinery (about 1 KB
-        # per child) instead of keeping it for the child's whole life.
-        assert status is not None
-        status.started(value)
+        self.value = value
+        self.sup._wakeup()
 
 
-class _Exit:
-    __slots__ = ("child", "error", "generation")
+class _Request:
+    """A control call waiting for the manager's answer (OTP: a call to the supervisor)."""
 
-    def __init__(self, child: _Child, generation: int, error: BaseException | None) -> None:
-        self.child = child
-        self.generation = generation
-        self.error = error
+    __slots__ = ("abandoned", "arg", "kind", "sup", "task")
+
+    def __init__(self, sup: Supervisor, kind: int, arg: object) -> None:
+        self.sup = sup
+        self.kind = kind
+        self.arg = arg
+        self.task = trio.lowlevel.current_task()
+        self.abandoned = False
+
+    def abort(self, _raise_cancel: object) -> Abort:
+        # The caller was cancelled: it goes on at once; a start it asked for is given up.
+        self.abandoned = True
+        self.sup._wakeup()
+        return Abort.SUCCEEDED
+
+    def answer(self, result: outcome.Outcome[object]) -> None:
+        if not self.abandoned:
+            self.abandoned = True  # answered: nothing more to say
+            reschedule(self.task, result)
 
 
 def _check_children(children: Iterable[ChildSpec]) -> list[ChildSpec]:
+    if isinstance(children, ChildSpec):
+        raise TypeError(
+            "children must be a list of ChildSpec values; got a single ChildSpec: "
+            f"pass [{children.id!r} spec] as a list"
+        )
     specs = list(children)
     seen: set[str] = set()
     for spec in specs:
         if not isinstance(spec, ChildSpec):
             raise TypeError(f"children must be ChildSpec values, got {spec!r}")
         if spec.id in seen:
-            raise ValueError(f"duplicate child id {spec.id!r}: ids must be unique in a supervisor")
+            raise ValueError(_duplicate_id(spec.id))
         seen.add(spec.id)
     return specs
 
 
-def _check_options(strategy: Strategy, max_restarts: int, max_seconds: float) -> None:
+def _duplicate_id(child_id: str) -> str:
+    return (
+        f"duplicate child id {child_id!r}: ids must be unique in a supervisor; "
+        "pass id= to child_spec (or ChildSpec) to tell the children apart"
+    )
+
+
+def _check_options(
+    strategy: Strategy, max_restarts: int, max_seconds: float, auto_shutdown: str = "never"
+) -> None:
     if not isinstance(strategy, Strategy):
         raise TypeError(f"strategy must be a trioscope.Strategy, got {strategy!r}")
     if not _is_int(max_restarts):
@@ -213,11 +281,32 @@ def _check_options(strategy: Strategy, max_restarts: int, max_seconds: float) ->
         raise TypeError(f"max_seconds must be a number, got {max_seconds!r}")
     if not 0 < max_seconds < math.inf:
         raise ValueError(f"max_seconds must be finite and > 0, got {max_seconds!r}")
+    if auto_shutdown not in _AUTO_SHUTDOWN:
+        raise ValueError(
+            f"auto_shutdown must be one of {', '.join(map(repr, _AUTO_SHUTDOWN))}, "
+            f"got {auto_shutdown!r}"
+        )
+
+
+def _check_significant(spec: ChildSpec, auto_shutdown: str, sup_id: str) -> None:
+    if spec.significant and auto_shutdown == "never":
+        raise ValueError(
+            f"child {spec.id!r} is significant, but supervisor {sup_id!r} has "
+            "auto_shutdown='never', so its ending could never stop the supervisor: open the "
+            "supervisor with auto_shutdown='any_significant' or 'all_significant' (as OTP)"
+        )
 
 
 @final
 class Supervisor:
-    """A running supervisor; get one from `open_supervisor` or `open_dynamic_supervisor`."""
+    """A running supervisor; get one from `open_supervisor` or `open_dynamic_supervisor`.
+
+    As OTP's supervisor process, one manager task owns all of its state: child
+    exits, restart attempts and control calls (`start_child`,
+    `terminate_child`, `restart_child`) are handled one at a time, in the
+    order they arrive, and each restart attempt is one step, so between
+    attempts it answers control calls and notices that it must stop.
+    """
 
     def __init__(
         self,
@@ -229,6 +318,7 @@ class Supervisor:
         backoff: Backoff | None,
         max_children: int | None,
         rng: random.Random | None,
+        auto_shutdown: AutoShutdown = "never",
         dynamic: bool = False,
         handle: _ChildHandle | None = None,
     ) -> None:
@@ -238,26 +328,31 @@ class Supervisor:
         self.max_seconds = max_seconds
         self.backoff = backoff
         self.max_children = max_children
+        self.auto_shutdown = auto_shutdown
         self.dynamic = dynamic
         self._rng = rng if rng is not None else JITTER_RANDOM
-        self._children: dict[str, _Child] = {}
-        self._waiting: dict[_Child, None] = {}  # children in backoff, in start order
+        self._children: dict[object, _Child] = {}
+        self._orders = itertools.count()
+        self._pending: dict[_Child, None] = {}  # children waiting to restart
         self._restart_times: deque[float] = deque()
-        self._reports_send, self._reports_recv = trio.open_memory_channel[_Exit](math.inf)
-        self._lock = trio.Lock()
+        self._inbox: deque[_Run | _Request] = deque()
+        self._manager: Task | None = None  # parked, waiting for something to happen
+        self._woken = False
         self._body_scope = trio.CancelScope()
         self._manager_scope = trio.CancelScope(shield=True)
+        self._ready = trio.Event()  # the initial start is over, one way or another
         self._manager_done = trio.Event()
         self._nursery: trio.Nursery | None = None
-        self._closing = False
+        self._stopping = False
         self._closed = False
+        self._stop_deadline = math.inf
         self._error: BaseException | None = None
         self._interrupted: BaseException | None = None
         self._handle = handle  # from the parent, when nested
 
     def __repr__(self) -> str:
         counts = self.count_children()
-        state = "closed" if self._closed else "running"
+        state = "closed" if self._closed else "stopping" if self._stopping else "running"
         return (
             f"<Supervisor {self.id!r} {self.strategy.name} "
             f"{counts.active}/{counts.specs} children {state}>"
@@ -265,26 +360,34 @@ class Supervisor:
 
     # -- introspection -------------------------------------------------
 
+    @staticmethod
+    def _status(child: _Child) -> ChildStatus:
+        run = child.run
+        if run is not None and run.done and not run.handled and child.status == "running":
+            return "exited"  # its exit is on its way to the manager
+        return child.status
+
     def which_children(self) -> list[ChildInfo]:
         """Every child, in start order."""
-        return [
-            ChildInfo(
-                id=c.spec.id,
-                status=c.status,
-                value=c.value if c.status in ("running", "stopping") else None,
-                restarts=c.restarts,
-                kind=c.spec.kind,
-                restart_at=c.restart_at if c.status == "backoff" else None,
+        infos = []
+        for c in self._children.values():
+            status = self._status(c)
+            infos.append(
+                ChildInfo(
+                    id=c.spec.id,
+                    status=status,
+                    value=c.value if status in ("running", "stopping") else None,
+                    restarts=c.restarts,
+                    kind=c.spec.kind,
+                    restart_at=c.restart_at if status == "backoff" else None,
+                )
             )
-            for c in self._children.values()
-        ]
+        return infos
 
     def count_children(self) -> ChildCounts:
         """Counts of children by kind and activity."""
         supervisors = sum(1 for c in self._children.values() if c.spec.kind == "supervisor")
-        active = sum(
-            1 for c in self._children.values() if c.status in ("running", "starting", "stopping")
-        )
+        active = sum(1 for c in self._children.values() if c.run is not None)
         return ChildCounts(
             specs=len(self._children),
             active=active,
@@ -292,23 +395,106 @@ class Supervisor:
             workers=len(self._children) - supervisors,
         )
 
-    # -- control -------------------------------------------------------
+    # -- control calls: requests to the manager -------------------------
 
-    def _get(self, child_id: str) -> _Child:
-        child = self._children.get(child_id)
-        if child is None:
-            raise UnknownChildError(self.id, child_id)
-        return child
+    async def _ask(self, kind: int, arg: object, call: str) -> object:
+        if self._stopping:
+            await trio.lowlevel.checkpoint()
+            raise SupervisorClosedError(self.id, call, stopped=self._closed)
+        request = _Request(self, kind, arg)
+        self._inbox.append(request)
+        self._wakeup()
+        return await wait_task_rescheduled(request.abort)
 
-    def _check_open(self, child_id: str) -> None:
-        if self._closing:
-            child = self._children.get(child_id)
-            raise ChildStateError(
-                self.id,
-                child_id,
-                child.status if child is not None else "not started",
-                "the supervisor is shutting down and starts no more children",
+    async def start_child(self, spec: ChildSpec) -> object:
+        """Add a child at the end of the start order, start it, and return its started value.
+
+        If the caller is cancelled before the child is ready, the start is given
+        up: the child is cancelled and not kept, and the caller goes on at once.
+
+        Raises:
+            ValueError: a static supervisor has a child with that id already, or
+                the child is significant and the supervisor's auto_shutdown is "never".
+            MaxChildrenError: a dynamic supervisor is full.
+            StartError: the child failed to start (it is not kept).
+            SupervisorClosedError: the supervisor is stopping or has stopped.
+        """
+        given: object = spec
+        if not isinstance(given, ChildSpec):
+            await trio.lowlevel.checkpoint()
+            raise TypeError(
+                f"start_child takes a ChildSpec, got {given!r}"
+                + (
+                    f": use {given.__qualname__}.child_spec(...)"
+                    if isinstance(given, type) and hasattr(given, "child_spec")
+                    else ""
+                )
             )
+        return await self._ask(_START, spec, "start_child")
+
+    async def terminate_child(self, child: str | object) -> None:
+        """Stop a child within its shutdown budget; it stays stopped until `restart_child`.
+
+        A child waiting to restart stops waiting (with REST_FOR_ONE, so do the
+        children after it that wait with it). *child* is the child's id, or
+        its started value (in a dynamic supervisor, ids need not be unique).
+
+        Raises:
+            UnknownChildError: no such child.
+            SupervisorClosedError: the supervisor is stopping or has stopped.
+        """
+        await self._ask(_TERMINATE, child, "terminate_child")
+
+    async def restart_child(self, child: str | object) -> object:
+        """Start a stopped child again; returns its started value.
+
+        Raises:
+            UnknownChildError: no such child.
+            ChildStateError: the child is not stopped (running, or already restarting).
+            MaxChildrenError: a dynamic supervisor already runs its maximum.
+            StartError: it failed to start.
+            SupervisorClosedError: the supervisor is stopping or has stopped.
+        """
+        return await self._ask(_RESTART, child, "restart_child")
+
+    def delete_child(self, child: str | object) -> None:
+        """Forget a stopped child.
+
+        Raises:
+            UnknownChildError: no such child.
+            ChildStateError: the child is not stopped.
+            SupervisorClosedError: the supervisor is stopping or has stopped.
+        """
+        if self._stopping:
+            raise SupervisorClosedError(self.id, "delete_child", stopped=self._closed)
+        found = self._find(child)
+        status = self._status(found)
+        if status != "stopped":
+            raise ChildStateError(
+                self.id, found.spec.id, status, "terminate_child it before deleting it"
+            )
+        del self._children[found.key]
+
+    def _find(self, child: str | object) -> _Child:
+        if isinstance(child, str):
+            if not self.dynamic:
+                found = self._children.get(child)
+                if found is None:
+                    raise UnknownChildError(self.id, child)
+                return found
+            matches = [c for c in self._children.values() if c.spec.id == child]
+            if len(matches) == 1:
+                return matches[0]
+            if not matches:
+                raise UnknownChildError(self.id, child)
+            raise ValueError(
+                f"supervisor {self.id!r} has {len(matches)} children with id {child!r}: "
+                "pass the child's started value (what start_child returned) instead"
+            )
+        for c in self._children.values():
+            if c.run is not None and c.value is not None and c.value == child:
+                return c
+        raise UnknownChildError(self.id, repr(child))
 
     def _check_room(self) -> None:
         """Raise `MaxChildrenError` if a dynamic supervisor already runs its maximum."""
@@ -319,311 +505,445 @@ class Supervisor:
         if sum(1 for c in self._children.values() if c.status != "stopped") >= limit:
             raise MaxChildrenError(self.id, limit)
 
-    async def _lock_fast(self) -> None:
-        """Take the lock, without a trip through the scheduler when it is free.
+    # -- the manager's wake-up -------------------------------------------
 
-        `trio.Lock` always checkpoints, which costs a scheduler round; the
-        callers checkpoint anyway (starting a child, receiving a report).
-        """
+    def _wakeup(self) -> None:
+        task = self._manager
+        if task is not None:
+            self._manager = None
+            reschedule(task)
+        else:
+            self._woken = True
+
+    async def _park(self, deadline: float = math.inf) -> None:
+        """Wait until something happens (or *deadline*); the caller checks what."""
+        if self._woken:
+            self._woken = False
+            return
+        self._manager = trio.lowlevel.current_task()
+
+        def abort(_raise_cancel: object) -> Abort:
+            self._manager = None
+            return Abort.SUCCEEDED
+
+        if deadline == math.inf:
+            await wait_task_rescheduled(abort)
+        else:
+            with trio.move_on_at(deadline):
+                await wait_task_rescheduled(abort)
+
+    # -- the manager ------------------------------------------------------
+
+    @trio.lowlevel.enable_ki_protection
+    async def _manage(self) -> None:
+        # KeyboardInterrupt is never raised in here (KI protection): Trio
+        # delivers it to the main task instead, whose opener stops the tree.
+        cancelled: BaseException | None = None
         try:
-            self._lock.acquire_nowait()
-        except trio.WouldBlock:
-            await self._lock.acquire()
-
-    async def start_child(self, spec: ChildSpec) -> object:
-        """Add a child at the end of the start order, start it, and return its started value.
-
-        Raises:
-            ValueError: a child with that id exists already.
-            MaxChildrenError: a dynamic supervisor is full.
-            StartError: the child failed to start (it is not kept).
-        """
-        if not isinstance(spec, ChildSpec):
-            raise TypeError(f"start_child takes a ChildSpec, got {spec!r}")
-        await self._lock_fast()  # starting the child below is the checkpoint
-        try:
-            self._check_open(spec.id)
-            if spec.id in self._children:
-                raise ValueError(
-                    f"supervisor {self.id!r} already has a child {spec.id!r}: ids must be unique"
-                )
-            self._check_room()
-            child = _Child(spec)
-            self._children[spec.id] = child
-            try:
-                error = await self._start(child)
-            except BaseException:
-                self._children.pop(spec.id, None)
-                raise
-            if error is not None:
-                self._children.pop(spec.id, None)
-                raise StartError(spec.id, self.id) from error
-            return child.value
-        finally:
-            self._lock.release()
-
-    async def terminate_child(self, child_id: str) -> None:
-        """Stop a child within its shutdown budget; it stays stopped until `restart_child`.
-
-        Raises:
-            UnknownChildError: no such child.
-        """
-        async with self._lock:
-            child = self._get(child_id)
-            self._waiting.pop(child, None)
-            if child.status in ("running", "starting", "stopping"):
-                await self._stop(child)
-            child.status = "stopped"
-            child.restart_at = None
-
-    async def restart_child(self, child_id: str) -> object:
-        """Start a stopped child again; returns its started value.
-
-        Raises:
-            UnknownChildError: no such child.
-            ChildStateError: the child is not stopped.
-            MaxChildrenError: a dynamic supervisor already runs its maximum.
-            StartError: it failed to start.
-        """
-        async with self._lock:
-            child = self._get(child_id)
-            self._check_open(child_id)
-            if child.status != "stopped":
-                raise ChildStateError(
-                    self.id, child_id, child.status, "only a stopped child can be restarted"
-                )
-            self._check_room()
-            child.restarts += 1
-            error = await self._start(child)
-            if error is not None:
-                child.status = "stopped"
-                raise StartError(child_id, self.id) from error
-            return child.value
-
-    def delete_child(self, child_id: str) -> None:
-        """Forget a stopped child.
-
-        Raises:
-            UnknownChildError: no such child.
-            ChildStateError: the child is not stopped.
-        """
-        child = self._get(child_id)
-        if child.status != "stopped":
-            raise ChildStateError(
-                self.id, child_id, child.status, "terminate_child it before deleting it"
-            )
-        del self._children[child_id]
-
-    # -- running children ----------------------------------------------
-
-    async def _run_child(
-        self, child: _Child, generation: int, *, task_status: trio.TaskStatus[Any]
-    ) -> None:
-        spec = child.spec
-        handle = child.handle = _ChildHandle(child.restarts, spec.shutdown)
-        forward = _Forward(task_status, child)
-        del task_status  # only `forward` may keep it, and only until started()
-        error: BaseException | None = None
-        try:
-            with trio.CancelScope() as scope:
-                child.scope = scope
+            with self._manager_scope:
                 try:
-                    start = spec.start
-                    if isinstance(start, _Startable):
-                        await start.run(forward, handle)
-                    else:
-                        await start(task_status=forward)
-                except Exception as exc:
-                    if not forward.was_started:
-                        raise  # nursery.start() hands it to whoever is starting the child
-                    error = exc
-                except (KeyboardInterrupt, SystemExit) as exc:
-                    if not forward.was_started:
-                        raise
-                    # KeyboardInterrupt (or SystemExit) landed in this child:
-                    # never swallowed, never restarted; the opener re-raises it.
-                    child.stopping = True
-                    self._interrupt(exc)
+                    await self._start_initial()
+                finally:
+                    self._ready.set()
+                await self._serve()
+                await self._stop_children()
+        except BaseException as exc:
+            # A fault of the manager itself (a bug): the opener raises it, and
+            # nothing may outlive it. Unwrap policy as for children.
+            read = read_exit(exc)
+            cancelled = read.cancelled
+            if read.error is not None and self._error is None:
+                self._error = read.error
+            if read.interrupt is not None:
+                self._interrupt(read.interrupt)
+            self._kill()
+            del exc, read
         finally:
-            if forward.was_started:
-                if child.stopping:
-                    child.status = "stopped"
-                else:
-                    child.status = "exited"
-                    self._reports_send.send_nowait(_Exit(child, generation, error))
-                child.value = None
-                child.scope = None
-                child.handle = None
-                # The report holds the error; this frame must not (a cycle
-                # through the traceback would wait for the garbage collector).
-                error = None
-                if child.done is not None:
-                    child.done.set()
-        if not forward.was_started:
-            raise RuntimeError(f"child {spec.id!r} returned without calling task_status.started()")
+            if self._manager_scope.cancelled_caught:
+                self._kill()  # its deadline passed: cancel what is left
+            self._pending.clear()
+            self._stopping = True
+            self._refuse_requests()
+            self._manager_done.set()
+        if cancelled is not None:
+            raise cancelled
 
-    async def _start(self, child: _Child) -> BaseException | None:
-        """Start one child; return why it failed to start, if it did."""
+    async def _start_initial(self) -> None:
+        for child in list(self._children.values()):
+            if self._stopping:
+                return
+            run = await self._start(child, None)
+            if not run.was_started and not run.abandoned:
+                start_error = StartError(child.spec.id, self.id)
+                start_error.__cause__ = self._start_failure(run)
+                self._begin_stop(start_error)
+                return
+
+    async def _serve(self) -> None:
+        inbox = self._inbox
+        pending = self._pending
+        while not self._stopping:
+            if inbox:
+                item = inbox.popleft()
+                if isinstance(item, _Run):
+                    await self._on_exit(item)
+                else:
+                    await self._on_request(item)
+                continue
+            deadline = math.inf
+            if pending:
+                now = trio.current_time()
+                due: _Child | None = None
+                for child in pending:
+                    assert child.restart_at is not None
+                    if child.restart_at <= now:
+                        if due is None or child.order < due.order:
+                            due = child
+                    elif child.restart_at < deadline:
+                        deadline = child.restart_at
+                if due is not None:
+                    await self._restart(due)
+                    continue
+            await self._park(deadline)
+
+    async def _on_request(self, request: _Request) -> None:
+        if request.abandoned:
+            return  # its caller left while it waited
+        # What the caller asked for may be refused: the checks below run
+        # synchronously and hand their error to the caller, as OTP's
+        # supervisor answers {error, Reason}; nothing else is caught here.
+        if request.kind == _START:
+            assert isinstance(request.arg, ChildSpec)
+            result = await self._start_new(request.arg, request)
+        else:
+            found = outcome.capture(self._find, request.arg)
+            if isinstance(found, outcome.Error):
+                result = found
+            elif request.kind == _TERMINATE:
+                await self._terminate(found.value)
+                result = outcome.Value(None)
+            else:
+                result = await self._restart_stopped(found.value, request)
+        request.answer(result)
+
+    async def _start_new(self, spec: ChildSpec, request: _Request) -> outcome.Outcome[object]:
+        if not self.dynamic and spec.id in self._children:
+            return outcome.Error(
+                ValueError(
+                    f"supervisor {self.id!r} already has a child {spec.id!r}: ids must be unique "
+                    "in a static supervisor; pass id= to child_spec (or ChildSpec) to tell "
+                    "them apart"
+                )
+            )
+        refused = outcome.capture(_check_significant, spec, self.auto_shutdown, self.id)
+        if isinstance(refused, outcome.Value):
+            refused = outcome.capture(self._check_room)
+        if isinstance(refused, outcome.Error):
+            return refused
+        order = next(self._orders)
+        child = _Child(spec, order if self.dynamic else spec.id, order)
+        self._children[child.key] = child
+        run = await self._start(child, request, discard=True)
+        return self._start_result(run, request)
+
+    async def _restart_stopped(self, child: _Child, request: _Request) -> outcome.Outcome[object]:
+        status = self._status(child)
+        if status != "stopped":
+            wanted = (
+                "it is already waiting to restart; terminate_child it to stop that"
+                if status in ("restarting", "backoff")
+                else "only a stopped child can be restarted"
+            )
+            return outcome.Error(ChildStateError(self.id, child.spec.id, status, wanted))
+        refused = outcome.capture(self._check_room)
+        if isinstance(refused, outcome.Error):
+            return refused
+        child.restarts += 1
+        run = await self._start(child, request)
+        return self._start_result(run, request)
+
+    def _start_result(self, run: _Run, request: _Request) -> outcome.Outcome[object]:
+        if run.was_started and not run.abandoned:
+            # The value it passed to started(), even if it has ended since.
+            return outcome.Value(run.value)
+        if run.abandoned:
+            # Given up because the supervisor stops (a caller who left hears nothing).
+            call = "start_child" if request.kind == _START else "restart_child"
+            return outcome.Error(SupervisorClosedError(self.id, call, stopped=False))
+        error = StartError(run.child.spec.id, self.id)
+        error.__cause__ = self._start_failure(run)
+        return outcome.Error(error)
+
+    # -- starting and stopping one child ----------------------------------
+
+    async def _start(
+        self, child: _Child, request: _Request | None, *, discard: bool = False
+    ) -> _Run:
+        """Spawn *child* and wait until it is ready or has failed to start.
+
+        Gives the start up (cancels the child, which is then not kept) when the
+        supervisor begins to stop or the caller who asked for it leaves.
+        """
         assert self._nursery is not None
-        child.generation += 1
-        child.status = "starting"
-        child.stopping = False
-        child.done = None
+        run = child.run = _Run(self, child)
+        run.discard = discard
+        if child.status != "restarting":
+            child.status = "starting"
         child.restart_at = None
-        try:
-            await self._nursery.start(self._run_child, child, child.generation)
-        except Exception as exc:
-            child.status = "stopped"
+        self._nursery.start_soon(self._run_child, run, name=child.spec.start)
+        while not run.done and not run.was_started:
+            if self._stopping or (request is not None and request.abandoned):
+                run.abandoned = True
+                self._stop_run(run, trio.current_time())
+                return run
+            await self._park()
+        if request is not None and request.abandoned and not run.done:
+            run.abandoned = True
+            self._stop_run(run, trio.current_time())
+            return run
+        if run.was_started:
+            child.status = "running"
+            child.value = run.value
+            child.started_at = trio.current_time()
+            if _log.isEnabledFor(logging.INFO):
+                _log.info(
+                    "supervisor %r started child %r (restarts %d)",
+                    self.id,
+                    child.spec.id,
+                    child.restarts,
+                    extra={
+                        "supervisor": self.id,
+                        "child": child.spec.id,
+                        "event": "start",
+                        "restarts": child.restarts,
+                    },
+                )
+            return run
+        # It ended before it was ready: the start failed.
+        run.handled = True
+        child.run = None
+        child.status = "stopped"
+        if discard:
+            del self._children[child.key]
+        error = run.error = self._start_failure(run)  # for the caller to take
+        if wants(_log, logging.ERROR):
             _log.error(
                 "supervisor %r: child %r failed to start",
                 self.id,
                 child.spec.id,
-                exc_info=exc,
+                exc_info=error,
                 extra={"supervisor": self.id, "child": child.spec.id, "event": "start_failed"},
             )
-            return exc
-        except BaseException:
+        return run
+
+    @staticmethod
+    def _start_failure(run: _Run) -> BaseException:
+        """Why *run* failed to start; taken out of it (see `_take_error`)."""
+        error = _take_error(run)
+        if error is not None:
+            return error
+        return RuntimeError(
+            f"child {run.child.spec.id!r} returned without calling task_status.started()"
+        )
+
+    async def _run_child(self, run: _Run) -> None:
+        """The wrapper every child runs in: it reports every exit, and raises nothing of its own.
+
+        Unwrap policy (see `trioscope._exits`): the child's scope has caught
+        the Cancelled its supervisor caused; everything else it raised is the
+        exit's reason, interrupts excepted, which stop the whole tree and are
+        raised bare by its opener. A Cancelled from any other scope is raised
+        again (it cannot come through the shield, but it is never swallowed).
+        """
+        start = run.child.spec.start
+        cancelled: BaseException | None = None
+        try:
+            with run.scope:
+                if isinstance(start, _Startable):
+                    await start.run(run, run.handle)
+                else:
+                    await start(task_status=run)
+        except BaseException as exc:
+            read = read_exit(exc)
+            cancelled = read.cancelled
+            run.error = read.error
+            if read.interrupt is not None:
+                run.interrupted = True
+                self._interrupt(read.interrupt)
+            del exc, read
+        run.done = True
+        run.handle._on_stop = None
+        self._inbox.append(run)
+        self._wakeup()
+        if cancelled is not None:
+            raise cancelled
+
+    def _stop_run(self, run: _Run, now: float) -> None:
+        """Ask *run* to stop within its child's budget; its exit comes as a report."""
+        if run.done or run.stopping:
+            return
+        run.stopping = True
+        run.child.status = "stopping"
+        spec = run.child.spec
+        # A nested supervisor's own budget bounds its children's: when its
+        # parent cancels it, they are cancelled too.
+        deadline = min(now + spec.shutdown, self._parent_deadline())
+        handle = run.handle
+        if deadline <= now or not run.was_started or not isinstance(spec.start, _Startable):
+            handle.deadline = now
+            run.scope.cancel()
+        else:
+            handle.deadline = deadline
+            run.scope.deadline = deadline
+            handle.request_stop()
+
+    async def _stop_and_wait(self, child: _Child) -> None:
+        """Stop one child and wait until it has exited; log how it ended."""
+        run = child.run
+        if run is None:
+            return
+        self._stop_run(run, trio.current_time())
+        while not run.done:
+            await self._park()
+        self._finish_stop(run)
+
+    def _finish_stop(self, run: _Run) -> None:
+        run.handled = True
+        child = run.child
+        if child.run is run:
+            child.run = None
+            child.value = None
             child.status = "stopped"
-            raise
-        if _log.isEnabledFor(logging.INFO):
-            _log.info(
-                "supervisor %r started child %r (restarts %d)",
+            if run.discard and (run.abandoned or not run.was_started):
+                # A start_child whose start was given up: the child is not kept.
+                self._children.pop(child.key, None)
+        spec = child.spec
+        error = _take_error(run)
+        if error is not None and wants(_log, logging.ERROR):
+            # An error while stopping (a terminate() or a cleanup that raised,
+            # or a crash that came before the stop) is never lost.
+            _log.error(
+                "supervisor %r: child %r raised while being stopped: %s",
                 self.id,
-                child.spec.id,
-                child.restarts,
+                spec.id,
+                _describe(error),
+                exc_info=error,
                 extra={
                     "supervisor": self.id,
-                    "child": child.spec.id,
-                    "event": "start",
-                    "restarts": child.restarts,
+                    "child": spec.id,
+                    "event": "stop_error",
+                    "reason": repr(error),
                 },
             )
-        return None
-
-    async def _stop(self, child: _Child) -> None:
-        """Stop one running child within its shutdown budget and wait until it has exited."""
-        if child.scope is None or child.status not in ("running", "starting", "stopping"):
-            return  # not running (an "exited" child's report is still on its way)
-        scope = child.scope
-        done = child.done
-        if done is None:
-            done = child.done = trio.Event()
-        if not child.stopping:
-            child.stopping = True
-            child.status = "stopping"
-            now = trio.current_time()
-            # A nested supervisor's own budget bounds its children's: when its
-            # parent cancels it, they are cancelled too.
-            deadline = min(now + child.spec.shutdown, self._parent_deadline())
-            handle = child.handle
-            if deadline <= now or handle is None or not isinstance(child.spec.start, _Startable):
-                if handle is not None:
-                    handle.deadline = now
-                scope.cancel()
-            else:
-                handle.deadline = deadline
-                handle.request_stop()
-                scope.deadline = min(scope.deadline, deadline)
-        await done.wait()
-        _log.info(
-            "supervisor %r stopped child %r",
-            self.id,
-            child.spec.id,
-            extra={"supervisor": self.id, "child": child.spec.id, "event": "stop"},
-        )
+        elif _log.isEnabledFor(logging.INFO):
+            _log.info(
+                "supervisor %r stopped child %r",
+                self.id,
+                spec.id,
+                extra={"supervisor": self.id, "child": spec.id, "event": "stop"},
+            )
 
     def _parent_deadline(self) -> float:
         return self._handle.deadline if self._handle is not None else math.inf
 
-    async def _stop_all(self) -> None:
-        for child in reversed(list(self._children.values())):
-            await self._stop(child)
-        # Children waiting to restart, or whose exit is not handled yet, will not run again.
-        for child in self._children.values():
-            if child.status in ("backoff", "exited"):
-                child.status = "stopped"
-                child.restart_at = None
-        self._waiting.clear()
+    async def _terminate(self, child: _Child) -> None:
+        if child in self._pending:
+            self._unschedule(child)
+        if child.run is not None:
+            await self._stop_and_wait(child)
+        child.status = "stopped"
+        child.restart_at = None
+
+    def _unschedule(self, child: _Child) -> None:
+        """*child* no longer waits to restart; with REST_FOR_ONE, nor do those after it."""
+        dropped = [child]
+        if self.strategy is Strategy.REST_FOR_ONE:
+            dropped += [c for c in self._pending if c.order > child.order]
+        for c in dropped:
+            self._pending.pop(c, None)
+            c.status = "stopped"
+            c.restart_at = None
 
     # -- deciding --------------------------------------------------------
 
-    async def _manage(self) -> None:
-        try:
-            with self._manager_scope:
-                while True:
-                    report: _Exit | None = None
-                    deadline = min(
-                        (c.restart_at for c in self._waiting if c.restart_at is not None),
-                        default=math.inf,
-                    )
-                    if deadline == math.inf:
-                        report = await self._reports_recv.receive()
-                    else:
-                        with trio.move_on_at(deadline):
-                            report = await self._reports_recv.receive()
-                    # Receiving was the checkpoint (see _lock_fast).
-                    await self._lock_fast()
-                    try:
-                        if self._closing:
-                            return
-                        if report is not None:
-                            await self._on_exit(report)
-                        await self._restart_due()
-                    finally:
-                        self._lock.release()
-        except (KeyboardInterrupt, SystemExit) as exc:
-            self._interrupt(exc)  # it landed here: see _interrupt
-        finally:
-            self._manager_done.set()
-
-    async def _on_exit(self, report: _Exit) -> None:
-        child = report.child
-        if (
-            child.generation != report.generation
-            or child.status != "exited"
-            or self._children.get(child.spec.id) is not child
-        ):
-            return  # stale: it was stopped or restarted since
+    async def _on_exit(self, run: _Run) -> None:
+        if run.handled:
+            return
+        child = run.child
+        if run.stopping:
+            # The supervisor stopped it (or gave up its start): expected.
+            self._finish_stop(run)
+            return
+        run.handled = True
+        child.run = None
+        child.value = None
         spec = child.spec
-        error = report.error
-        _log.log(
-            logging.ERROR if error is not None else logging.INFO,
-            "supervisor %r: child %r exited %s",
-            self.id,
-            spec.id,
-            "normally" if error is None else f"with {type(error).__name__}: {error}",
-            # Services and supervisors write their own crash reports with the
-            # traceback; a plain Trio child has nobody else to tell.
-            exc_info=None if isinstance(spec.start, _Startable) else error,
-            extra={
-                "supervisor": self.id,
-                "child": spec.id,
-                "event": "exit",
-                "reason": "normal" if error is None else repr(error),
-            },
-        )
-        if error is None and spec.significant:
+        error = _take_error(run)
+        if run.interrupted:
+            child.status = "stopped"  # never restarted: the tree is stopping
+            return
+        if error is not None:
+            if wants(_log, logging.ERROR):
+                _log.error(
+                    "supervisor %r: child %r exited with %s",
+                    self.id,
+                    spec.id,
+                    _describe(error),
+                    # Services and supervisors write their own crash reports
+                    # with the traceback; a plain Trio child has nobody else.
+                    exc_info=None if isinstance(spec.start, _Startable) else error,
+                    extra={
+                        "supervisor": self.id,
+                        "child": spec.id,
+                        "event": "exit",
+                        "reason": repr(error),
+                    },
+                )
+        elif _log.isEnabledFor(logging.INFO):
             _log.info(
-                "supervisor %r stops: significant child %r exited normally",
+                "supervisor %r: child %r exited normally",
                 self.id,
                 spec.id,
-                extra={"supervisor": self.id, "child": spec.id, "event": "auto_shutdown"},
+                extra={
+                    "supervisor": self.id,
+                    "child": spec.id,
+                    "event": "exit",
+                    "reason": "normal",
+                },
             )
-            child.status = "stopped"
-            await self._finish(None)
-            return
         restart = spec.restart is Restart.PERMANENT or (
             spec.restart is Restart.TRANSIENT and error is not None
         )
-        if not restart:
-            if spec.restart is Restart.TEMPORARY or self.dynamic:
-                # A dynamic supervisor keeps no record of children that are
-                # done (as Elixir's), so churn does not grow it without bound.
-                del self._children[spec.id]
-            else:
-                child.status = "stopped"
+        if restart:
+            await self._on_failure(child, error, ran=True)
             return
-        await self._on_failure(child, error, ran=True)
+        # It ended for good, by itself.
+        if spec.restart is Restart.TEMPORARY or self.dynamic:
+            # A dynamic supervisor keeps no record of children that are
+            # done (as Elixir's), so churn does not grow it without bound.
+            del self._children[child.key]
+        else:
+            child.status = "stopped"
+        if spec.significant and self._auto_shutdown_due():
+            _log.info(
+                "supervisor %r stops (auto_shutdown=%s): significant child %r ended",
+                self.id,
+                self.auto_shutdown,
+                spec.id,
+                extra={"supervisor": self.id, "child": spec.id, "event": "auto_shutdown"},
+            )
+            self._begin_stop(None)
+
+    def _auto_shutdown_due(self) -> bool:
+        if self.auto_shutdown == "any_significant":
+            return True
+        if self.auto_shutdown == "all_significant":
+            # As OTP: when no significant child is left alive.
+            return not any(
+                c.spec.significant and (c.run is not None or c in self._pending)
+                for c in self._children.values()
+            )
+        return False
 
     async def _on_failure(self, child: _Child, error: BaseException | None, *, ran: bool) -> None:
         """Apply intensity, then the strategy, to a child that must restart.
@@ -651,26 +971,36 @@ class Supervisor:
                 extra={"supervisor": self.id, "child": child.spec.id, "event": "give_up"},
             )
             child.status = "stopped"
-            await self._finish(give_up)
+            self._begin_stop(give_up)
             return
+        child.status = "restarting"
         if self.strategy is Strategy.ONE_FOR_ONE:
             group = [child]
         else:
-            children = list(self._children.values())
-            if self.strategy is Strategy.ONE_FOR_ALL:
-                members = children
-            else:
-                members = children[children.index(child) :]
+            members = [
+                c
+                for c in self._children.values()
+                if self.strategy is Strategy.ONE_FOR_ALL or c.order >= child.order
+            ]
             group = [c for c in members if c is child or c.status != "stopped"]
             for other in reversed(group):
                 if other is not child:
-                    self._waiting.pop(other, None)
-                    await self._stop(other)
-            # Temporary children stopped by a strategy are not restarted (as in OTP).
-            for other in group:
-                if other is not child and other.spec.restart is Restart.TEMPORARY:
-                    del self._children[other.spec.id]
-            group = [c for c in group if c is child or c.spec.restart is not Restart.TEMPORARY]
+                    self._pending.pop(other, None)
+                    if other.run is not None:
+                        await self._stop_and_wait(other)
+                    if other.spec.restart is Restart.TEMPORARY:
+                        # Stopped by a strategy, it is not restarted (as in OTP): gone.
+                        self._children.pop(other.key, None)
+                    else:
+                        other.status = "restarting"
+                    if self._stopping:
+                        return
+            group = [
+                c
+                for c in group
+                if c is child
+                or (c.spec.restart is not Restart.TEMPORARY and self._children.get(c.key) is c)
+            ]
         backoff = child.spec.backoff or self.backoff
         delay = 0.0
         if backoff is not None:
@@ -680,10 +1010,9 @@ class Supervisor:
             child.attempt += 1
         restart_at = now + delay
         for member in group:
-            member.status = "backoff"
+            member.status = "backoff" if delay > 0 else "restarting"
             member.restart_at = restart_at
-            self._waiting.pop(member, None)
-            self._waiting[member] = None
+            self._pending[member] = None
         if delay:
             _log.info(
                 "supervisor %r: child %r restarts in %.3f s",
@@ -693,42 +1022,90 @@ class Supervisor:
                 extra={"supervisor": self.id, "child": child.spec.id, "event": "backoff"},
             )
 
-    async def _restart_due(self) -> None:
-        while self._waiting and self._error is None and not self._closing:
-            now = trio.current_time()
-            due = [c for c in self._waiting if c.restart_at is not None and c.restart_at <= now]
-            if not due:
-                return
-            if len(due) > 1:
-                order = {c: i for i, c in enumerate(self._children.values())}
-                due.sort(key=order.__getitem__)
-            for child in due:
-                del self._waiting[child]
-                child.restarts += 1
-                _log.info(
-                    "supervisor %r restarts child %r (restart %d)",
-                    self.id,
-                    child.spec.id,
-                    child.restarts,
-                    extra={
-                        "supervisor": self.id,
-                        "child": child.spec.id,
-                        "event": "restart",
-                        "restarts": child.restarts,
-                    },
-                )
-                error = await self._start(child)
-                if error is not None:
-                    # A failed restart is another failure of that child.
-                    await self._on_failure(child, error, ran=False)
-                    break
+    async def _restart(self, child: _Child) -> None:
+        """One restart attempt: one step of the manager."""
+        del self._pending[child]
+        child.status = "restarting"  # while the attempt runs, too
+        child.restarts += 1
+        if _log.isEnabledFor(logging.INFO):
+            _log.info(
+                "supervisor %r restarts child %r (restart %d)",
+                self.id,
+                child.spec.id,
+                child.restarts,
+                extra={
+                    "supervisor": self.id,
+                    "child": child.spec.id,
+                    "event": "restart",
+                    "restarts": child.restarts,
+                },
+            )
+        run = await self._start(child, None)
+        if not run.was_started and not run.abandoned and not self._stopping:
+            # A failed restart is another failure of that child.
+            await self._on_failure(child, self._start_failure(run), ran=False)
 
-    async def _finish(self, error: BaseException | None) -> None:
-        """Give up (with *error*) or auto-shut down (``None``): stop everything, end the body."""
-        self._error = error
-        self._closing = True
-        await self._stop_all()
+    # -- stopping --------------------------------------------------------
+
+    def _begin_stop(self, error: BaseException | None = None) -> None:
+        """Stop the supervisor: give up (*error*), auto-shut down, or leave the block.
+
+        Idempotent. From now on control calls fail at once, the start in
+        progress is given up, and the manager stops every child in order.
+
+        Deadlines: each child is shielded, and gets its own shutdown budget as
+        its deadline when it is stopped (bounded by the budget this supervisor
+        got from its parent, if nested). The manager's shield, and the
+        opener's while it waits for the manager, get that parent budget: a
+        nested supervisor never outlives what its parent gave it. At the top
+        there is no budget above the children's own, and the manager only ever
+        waits for children that are themselves bounded by theirs (no deadline
+        can cut short a shield a child opens itself: Trio cannot, either).
+        """
+        if error is not None and self._error is None:
+            self._error = error
+        if self._stopping:
+            return
+        self._stopping = True
+        self._stop_deadline = self._parent_deadline()
+        self._manager_scope.deadline = self._stop_deadline
         self._body_scope.cancel()
+        self._wakeup()
+
+    async def _stop_children(self) -> None:
+        """Stop every child: in reverse start order, or all at once in a dynamic supervisor."""
+        for child in list(self._pending):
+            child.status = "stopped"
+            child.restart_at = None
+        self._pending.clear()
+        self._refuse_requests()
+        active = [c for c in self._children.values() if c.run is not None]
+        if self.dynamic:
+            now = trio.current_time()
+            runs = [c.run for c in active if c.run is not None]
+            for run in runs:
+                self._stop_run(run, now)
+            for run in runs:
+                while not run.done:
+                    await self._park()
+                    self._refuse_requests()
+                self._finish_stop(run)
+        else:
+            for child in reversed(active):
+                await self._stop_and_wait(child)
+                self._refuse_requests()
+        # Exits that came meanwhile were handled with their stop.
+        self._inbox.clear()
+
+    def _refuse_requests(self) -> None:
+        inbox = self._inbox
+        for item in list(inbox):
+            if isinstance(item, _Request):
+                inbox.remove(item)
+                call = {_START: "start_child", _TERMINATE: "terminate_child"}.get(
+                    item.kind, "restart_child"
+                )
+                item.answer(outcome.Error(SupervisorClosedError(self.id, call, stopped=False)))
 
     def _interrupt(self, exc: BaseException) -> None:
         """A KeyboardInterrupt (or SystemExit) arrived in one of this supervisor's tasks.
@@ -739,27 +1116,51 @@ class Supervisor:
         """
         if self._interrupted is None:
             self._interrupted = exc
-        if self._closing:
+        if self._stopping:
             self._kill()
         else:
-            self._body_scope.cancel()
+            self._begin_stop()
 
     def _kill(self) -> None:
-        """Cancel the manager and every child at once, nested supervisors' children too."""
-        self._closing = True
+        """Cancel the manager and every child at once."""
+        self._stopping = True
         self._manager_scope.cancel()
+        self._body_scope.cancel()
         for child in self._children.values():
-            if isinstance(child.value, Supervisor):
-                child.value._kill()
-            if child.scope is not None:
-                child.scope.cancel()
+            run = child.run
+            if run is not None:
+                run.handle.deadline = -math.inf
+                run.scope.cancel()
 
-    async def _shutdown(self) -> None:
-        self._closing = True
-        async with self._lock:
-            self._manager_scope.cancel()
-            await self._stop_all()
+    async def _close(self) -> None:
+        """Leave the block: stop in order, within the budgets; a second interrupt kills."""
+        self._begin_stop()
+        with trio.CancelScope(shield=True, deadline=self._stop_deadline):
+            try:
+                await self._manager_done.wait()
+            except BaseException as exc:
+                # An interrupt (a second Ctrl-C, delivered to this task) reaches
+                # into this shielded scope: the orderly stop is taking too
+                # long, so cancel everything at once. Anything else goes on.
+                interrupt = read_exit(exc).interrupt
+                if interrupt is None:
+                    raise
+                self._interrupt(interrupt)
+        if not self._manager_done.is_set():
+            self._kill()  # the budgets ran out
         self._closed = True
+
+
+def _take_error(run: _Run) -> BaseException | None:
+    """Take the exit's reason out of *run*: its traceback holds the wrapper's
+    frame, which holds *run*, a cycle that would wait for the garbage collector."""
+    error, run.error = run.error, None
+    return error
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 @asynccontextmanager
@@ -773,15 +1174,18 @@ async def _open(
     backoff: Backoff | None,
     max_children: int | None,
     rng: random.Random | None,
+    auto_shutdown: AutoShutdown = "never",
     handle: _ChildHandle | None = None,
     dynamic: bool = False,
 ) -> AsyncIterator[Supervisor]:
     specs = _check_children(children)
-    _check_options(strategy, max_restarts, max_seconds)
+    _check_options(strategy, max_restarts, max_seconds, auto_shutdown)
     if backoff is not None and not isinstance(backoff, Backoff):
         raise TypeError(f"backoff must be a trioscope.Backoff or None, got {backoff!r}")
     if not isinstance(id, str):
         raise TypeError(f"supervisor id must be a str, got {id!r}")
+    for spec in specs:
+        _check_significant(spec, auto_shutdown, id)
     sup = Supervisor(
         id=id,
         strategy=strategy,
@@ -790,43 +1194,33 @@ async def _open(
         backoff=backoff,
         max_children=max_children,
         rng=rng,
+        auto_shutdown=auto_shutdown,
         dynamic=dynamic,
         handle=handle,
     )
     for spec in specs:
-        sup._children[spec.id] = _Child(spec)
+        sup._children[spec.id] = _Child(spec, spec.id, next(sup._orders))
     # Unwrap policy: nothing but Cancelled is raised inside this nursery (child
-    # wrappers catch everything else and report it), and the body's own
-    # exception is caught here and re-raised after the nursery has closed, so
-    # the opener sees bare exceptions, never an ExceptionGroup.
+    # wrappers and the manager catch everything else and report it), and the
+    # body's own exception is caught here and re-raised after the nursery has
+    # closed, so the opener sees bare exceptions, never an ExceptionGroup.
+    # The manager starts the children: they run in the context it was spawned
+    # with, this one, so their registry scope is always the supervisor's.
     body_error: BaseException | None = None
-    manager_started = False
     async with trio.open_nursery() as nursery:
         sup._nursery = nursery
+        nursery.start_soon(sup._manage, name=f"trioscope supervisor {id!r}")
         try:
-            async with sup._lock:
-                for child in list(sup._children.values()):
-                    error = await sup._start(child)
-                    if error is not None:
-                        await sup._stop_all()
-                        sup._closing = True
-                        raise StartError(child.spec.id, id) from error
-            nursery.start_soon(sup._manage, name=f"trioscope supervisor {id!r}")
-            manager_started = True
-            with sup._body_scope:
-                yield sup
+            await sup._ready.wait()
+            if sup._error is None and sup._interrupted is None:
+                with sup._body_scope:
+                    yield sup
         except BaseException as exc:
             body_error = exc
-        with trio.CancelScope(shield=True):
-            try:
-                await sup._shutdown()
-                if manager_started:
-                    await sup._manager_done.wait()
-            except BaseException as exc:
-                # Only KeyboardInterrupt (say, a second Ctrl-C) gets here, as
-                # nothing else reaches into this shielded scope: the orderly
-                # stop is taking too long, so cancel everything at once.
-                sup._interrupt(exc)
+            interrupt = read_exit(exc).interrupt
+            if interrupt is not None:
+                sup._interrupt(interrupt)
+        await sup._close()
     if sup._interrupted is not None:
         # Never swallowed, and it wins over any other outcome.
         interrupted = sup._interrupted
@@ -848,25 +1242,35 @@ def open_supervisor(
     max_restarts: int = DEFAULT_MAX_RESTARTS,
     max_seconds: float = DEFAULT_MAX_SECONDS,
     backoff: Backoff | None = None,
+    auto_shutdown: AutoShutdown = "never",
     id: str = "supervisor",
     rng: random.Random | None = None,
 ) -> AbstractAsyncContextManager[Supervisor]:
     """Start *children* in order, each awaited until ready, and supervise them.
 
     Leaving the block stops them in reverse start order, each within its
-    shutdown budget.
+    shutdown budget. So does cancelling the block from outside: the children
+    are shielded from outer cancellation, and the stop is bounded by the sum
+    of their budgets, after which whatever is left is cancelled at once.
 
     Args:
         strategy: Which children restart when one fails.
         max_restarts: More restarts than this within *max_seconds* make the
             supervisor give up.
         backoff: Delays before restarts (a child's own spec overrides it).
+        auto_shutdown: As OTP: ``"never"`` (significant children are then an
+            error), ``"any_significant"`` (a significant child that ends for
+            good stops the supervisor) or ``"all_significant"`` (once every
+            significant child has ended). Such a stop cancels the body, and the
+            block exits without error.
         id: The supervisor's name in logs and errors.
         rng: The random source for backoff jitter (default `JITTER_RANDOM`).
 
     Raises:
         StartError: a child failed to start (those started before it were stopped).
         RestartIntensityExceededError: the supervisor gave up.
+        ValueError: two children share an id, or a significant child with
+            ``auto_shutdown="never"``.
     """
     return _open(
         children,
@@ -877,6 +1281,7 @@ def open_supervisor(
         backoff=backoff,
         max_children=None,
         rng=rng,
+        auto_shutdown=auto_shutdown,
     )
 
 
@@ -891,9 +1296,13 @@ def open_dynamic_supervisor(
 ) -> AbstractAsyncContextManager[Supervisor]:
     """A one-for-one supervisor that starts empty; add children with `Supervisor.start_child`.
 
-    Children that end for good (a normal exit of a TRANSIENT child, any exit
-    of a TEMPORARY one) are forgotten, as in Elixir, so churn does not grow
-    it; `Supervisor.terminate_child` keeps the spec until `delete_child`.
+    As Elixir's DynamicSupervisor: children need no unique ids (address one
+    by its started value when ids repeat), children that end for good (a
+    normal exit of a TRANSIENT child, any exit of a TEMPORARY one) are
+    forgotten, so churn does not grow it, and leaving the block stops all
+    children at once, each within its own budget. `Supervisor.terminate_child`
+    keeps the spec until `delete_child`. Significant children are not
+    supported (as Elixir's, which has no auto_shutdown).
 
     Raises:
         MaxChildrenError: from `Supervisor.start_child`, when *max_children* are
@@ -945,6 +1354,7 @@ def supervisor_spec(
     max_restarts: int = DEFAULT_MAX_RESTARTS,
     max_seconds: float = DEFAULT_MAX_SECONDS,
     backoff: Backoff | None = None,
+    auto_shutdown: AutoShutdown = "never",
     restart: Restart = Restart.PERMANENT,
     shutdown: float = math.inf,
     significant: bool = False,
@@ -958,7 +1368,9 @@ def supervisor_spec(
     its own restarts by its parent.
     """
     specs = _check_children(children)
-    _check_options(strategy, max_restarts, max_seconds)
+    _check_options(strategy, max_restarts, max_seconds, auto_shutdown)
+    for spec in specs:
+        _check_significant(spec, auto_shutdown, id)
     start = _SupervisorStart(
         specs,
         {
@@ -967,6 +1379,7 @@ def supervisor_spec(
             "max_restarts": max_restarts,
             "max_seconds": max_seconds,
             "backoff": backoff,
+            "auto_shutdown": auto_shutdown,
             "rng": rng,
         },
     )

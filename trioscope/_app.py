@@ -17,53 +17,127 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import random
 import signal
 from collections.abc import Iterable
-from typing import Any
 
 import trio
 
-from ._child_spec import ChildSpec
+from ._child_spec import Backoff, ChildSpec
 from ._registry import open_registry
-from ._supervisor import open_supervisor
+from ._supervisor import (
+    DEFAULT_MAX_RESTARTS,
+    DEFAULT_MAX_SECONDS,
+    AutoShutdown,
+    Strategy,
+    Supervisor,
+    _open,
+)
 
 _log = logging.getLogger("trioscope.app")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-async def serve(children: Iterable[ChildSpec], **supervisor_options: Any) -> None:
+async def serve(
+    children: Iterable[ChildSpec],
+    *,
+    strategy: Strategy = Strategy.ONE_FOR_ONE,
+    max_restarts: int = DEFAULT_MAX_RESTARTS,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+    backoff: Backoff | None = None,
+    auto_shutdown: AutoShutdown = "never",
+    id: str = "supervisor",
+    rng: random.Random | None = None,
+    task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """Run *children* under a root supervisor in a fresh registry until SIGINT or SIGTERM.
 
-    Returns after an orderly stop (every child stopped in reverse start order),
-    or when a significant child ends the supervisor. Only the first signal asks
-    for an orderly stop: a second SIGINT raises `KeyboardInterrupt` and a second
-    SIGTERM ends the process, for a stop that hangs.
+    Signals are taken from the first instant, before any child starts: one
+    that comes while children are still starting gives up the start in
+    progress and stops what has started, in reverse order. Returns after an
+    orderly stop, or when a significant child ends the supervisor. Once a stop
+    has begun, for whatever reason (a signal, a child's ``sys.exit()``, the
+    supervisor giving up), the signals are given back: a second SIGINT raises
+    `KeyboardInterrupt`, which cancels a stop that hangs, and a second SIGTERM
+    ends the process.
+
+    It follows Trio's `nursery.start` protocol: ``await nursery.start(serve,
+    children)`` returns the root `Supervisor` once every child is ready.
 
     Raises:
         StartError, RestartIntensityExceededError: as `open_supervisor`.
     """
-    with contextlib.ExitStack() as first_signal_only:
-        signals = first_signal_only.enter_context(trio.open_signal_receiver(*STOP_SIGNALS))
-        async with (
-            open_registry(namespace="app"),
-            open_supervisor(children, **supervisor_options) as sup,
-        ):
+    specs = list(children)
+    root_id = id
+    with contextlib.ExitStack() as signals_held:
+        signals = signals_held.enter_context(trio.open_signal_receiver(*STOP_SIGNALS))
+        stop = trio.CancelScope()
+
+        async def first_signal() -> None:
             async for signum in signals:
                 _log.info(
                     "received %s: stopping supervisor %r",
                     signal.Signals(signum).name,
-                    sup.id,
-                    extra={"supervisor": sup.id, "event": "signal", "signal": signum},
+                    root_id,
+                    extra={"supervisor": root_id, "event": "signal", "signal": signum},
                 )
-                break
-            # Give the signals back before the orderly stop, so that a second
-            # Ctrl-C (KeyboardInterrupt) or SIGTERM ends a stop that hangs.
-            first_signal_only.close()
+                signals_held.close()  # give them back: the next one is not ours
+                stop.cancel()
+                return
+
+        # Unwrap policy: the signal watcher raises nothing but Cancelled, and
+        # the supervisor's exception is kept and raised after the nursery, bare.
+        error: BaseException | None = None
+        async with open_registry(namespace="app"), trio.open_nursery() as nursery:
+            nursery.start_soon(first_signal, name="trioscope signals")
+            try:
+                with stop:
+                    async with _open(
+                        specs,
+                        id=id,
+                        strategy=strategy,
+                        max_restarts=max_restarts,
+                        max_seconds=max_seconds,
+                        backoff=backoff,
+                        max_children=None,
+                        rng=rng,
+                        auto_shutdown=auto_shutdown,
+                        on_stop=signals_held.close,
+                    ) as sup:
+                        task_status.started(sup)
+                        await trio.sleep_forever()
+            except BaseException as exc:
+                error = exc
+            nursery.cancel_scope.cancel()
+        if error is not None:
+            raise error
 
 
-def run(children: Iterable[ChildSpec], **supervisor_options: Any) -> None:
+def run(
+    children: Iterable[ChildSpec],
+    *,
+    strategy: Strategy = Strategy.ONE_FOR_ONE,
+    max_restarts: int = DEFAULT_MAX_RESTARTS,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+    backoff: Backoff | None = None,
+    auto_shutdown: AutoShutdown = "never",
+    id: str = "supervisor",
+    rng: random.Random | None = None,
+) -> None:
     """Run an application: `trio.run` of `serve`. Stops gracefully on SIGINT/SIGTERM.
 
-    Any keyword is passed to `open_supervisor` (``strategy``, ``max_restarts``...).
+    The keywords are the root supervisor's, as for `open_supervisor`.
     """
-    trio.run(functools.partial(serve, list(children), **supervisor_options))
+    trio.run(
+        functools.partial(
+            serve,
+            list(children),
+            strategy=strategy,
+            max_restarts=max_restarts,
+            max_seconds=max_seconds,
+            backoff=backoff,
+            auto_shutdown=auto_shutdown,
+            id=id,
+            rng=rng,
+        )
+    )

@@ -39,7 +39,7 @@ import logging
 import math
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, Literal, final
 
@@ -349,6 +349,7 @@ class Supervisor:
         self._error: BaseException | None = None
         self._interrupted: BaseException | None = None
         self._handle = handle  # from the parent, when nested
+        self._on_stop: Callable[[], object] | None = None  # serve(): give the signals back
 
     def __repr__(self) -> str:
         counts = self.count_children()
@@ -1067,6 +1068,7 @@ class Supervisor:
         if self._stopping:
             return
         self._stopping = True
+        self._stopped_hook()
         self._stop_deadline = self._parent_deadline()
         self._manager_scope.deadline = self._stop_deadline
         self._body_scope.cancel()
@@ -1121,9 +1123,15 @@ class Supervisor:
         else:
             self._begin_stop()
 
+    def _stopped_hook(self) -> None:
+        hook, self._on_stop = self._on_stop, None
+        if hook is not None:
+            hook()
+
     def _kill(self) -> None:
         """Cancel the manager and every child at once."""
         self._stopping = True
+        self._stopped_hook()
         self._manager_scope.cancel()
         self._body_scope.cancel()
         for child in self._children.values():
@@ -1177,6 +1185,7 @@ async def _open(
     auto_shutdown: AutoShutdown = "never",
     handle: _ChildHandle | None = None,
     dynamic: bool = False,
+    on_stop: Callable[[], object] | None = None,
 ) -> AsyncIterator[Supervisor]:
     specs = _check_children(children)
     _check_options(strategy, max_restarts, max_seconds, auto_shutdown)
@@ -1198,6 +1207,7 @@ async def _open(
         dynamic=dynamic,
         handle=handle,
     )
+    sup._on_stop = on_stop
     for spec in specs:
         sup._children[spec.id] = _Child(spec, spec.id, next(sup._orders))
     # Unwrap policy: nothing but Cancelled is raised inside this nursery (child

@@ -23,6 +23,8 @@ import outcome
 import trio
 
 from ._errors import ServiceUnavailableError
+from ._exits import read_exit
+from ._logging import wants
 
 _log = logging.getLogger("trioscope.tasks")
 R = TypeVar("R")
@@ -79,20 +81,31 @@ class TaskSupervisor:
         self._nursery.start_soon(self._guard, fn, args, name=name or fn)
 
     async def _guard(self, fn: Callable[..., Awaitable[object]], args: tuple[object, ...]) -> None:
-        with self._task_scope():
-            try:
+        # Unwrap policy (trioscope._exits): the task's own scope has caught the
+        # Cancelled that `cancel` caused; what else it raised is its failure,
+        # logged and counted, except interrupts, which stop everything and
+        # are raised bare by the block; a Cancelled from the nursery's scope
+        # (the body failed) goes on to that scope.
+        try:
+            with self._task_scope():
                 await fn(*args)
-            except Exception as exc:
+        except BaseException as exc:
+            read = read_exit(exc)
+            del exc
+            if read.error is not None:
                 self.failures += 1
-                _log.error(
-                    "task supervisor %r: task %s failed",
-                    self.name,
-                    getattr(fn, "__qualname__", fn),
-                    exc_info=exc,
-                    extra={"supervisor": self.name, "event": "task_failed"},
-                )
-            except (KeyboardInterrupt, SystemExit) as exc:
-                self._interrupt(exc)
+                if wants(_log, logging.ERROR):
+                    _log.error(
+                        "task supervisor %r: task %s failed",
+                        self.name,
+                        getattr(fn, "__qualname__", fn),
+                        exc_info=read.error,
+                        extra={"supervisor": self.name, "event": "task_failed"},
+                    )
+            if read.interrupt is not None:
+                self._interrupt(read.interrupt)
+            if read.cancelled is not None:
+                raise read.cancelled
 
     async def run(self, fn: Callable[..., Awaitable[R]], *args: object) -> R:
         """Run ``fn(*args)`` under this supervisor and return its result or raise its error here.
@@ -107,17 +120,20 @@ class TaskSupervisor:
         result: list[outcome.Outcome[R]] = []
 
         async def runner(*, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+            # As `_guard`, but the failure goes to the caller instead of the log.
             try:
                 with self._task_scope() as scope:
                     task_status.started(scope)
-                    try:
-                        value = await fn(*args)
-                    except Exception as exc:
-                        result.append(outcome.Error(exc))
-                    except (KeyboardInterrupt, SystemExit) as exc:
-                        self._interrupt(exc)
-                    else:
-                        result.append(outcome.Value(value))
+                    result.append(outcome.Value(await fn(*args)))
+            except BaseException as exc:
+                read = read_exit(exc)
+                del exc
+                if read.error is not None:
+                    result.append(outcome.Error(read.error))
+                if read.interrupt is not None:
+                    self._interrupt(read.interrupt)
+                if read.cancelled is not None:
+                    raise read.cancelled
             finally:
                 done.set()
 

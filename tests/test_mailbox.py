@@ -115,6 +115,20 @@ async def test_withdraw_removes_a_queued_value_and_frees_its_slot_at_once() -> N
     assert [box.receive_nowait(), box.receive_nowait()] == ["b", "c"]
 
 
+@pytest.mark.parametrize("position", [0, 2, 4])
+async def test_withdraw_at_the_front_the_middle_or_the_back_keeps_the_order(
+    position: int,
+) -> None:
+    box: _Mailbox[str] = _Mailbox(5)
+    values = ["v0", "v1", "v2", "v3", "v4"]
+    for value in values:
+        box.send_nowait(value)
+    assert box.withdraw(values[position]) is True
+    assert box.withdraw(values[position]) is False  # only once
+    assert box.depth() == 4
+    assert [box.receive_nowait() for _ in range(4)] == values[:position] + values[position + 1 :]
+
+
 async def test_withdraw_of_a_value_not_in_the_queue_changes_nothing() -> None:
     box: _Mailbox[str] = _Mailbox(2)
     assert box.withdraw("never sent") is False  # before the buffer exists
@@ -153,12 +167,18 @@ async def test_withdraw_admits_the_longest_waiting_sender() -> None:
     assert box.depth() == 0
 
 
+# Every value sent is a new one (values are withdrawn by identity, as messages
+# are); a withdraw picks any value sent so far: queued, received or still waiting.
 Op = st.one_of(
-    # Few distinct values, so that withdraws often hit one (and duplicates occur).
-    st.tuples(st.just("send"), st.integers(0, 9)),
+    st.tuples(st.just("send"), st.just(0)),
     st.tuples(st.just("receive"), st.just(0)),
     st.tuples(st.just("withdraw"), st.integers(0, 9)),
 )
+
+
+def _pick(sent: list[int], index: int) -> int:
+    """The value a withdraw targets: one sent so far, or -1 (never sent)."""
+    return sent[index % len(sent)] if sent else -1
 
 
 def _withdraw_from_channel(
@@ -181,8 +201,11 @@ def test_nowait_operations_match_a_trio_memory_channel(
 ) -> None:
     box: _Mailbox[int] = _Mailbox(capacity)
     send, receive = trio.open_memory_channel[int](capacity)
-    for op, value in ops:
+    sent: list[int] = []
+    for number, (op, value) in enumerate(ops):
         if op == "send":
+            value = number
+            sent.append(value)
             outcomes = []
             for fn in (box.send_nowait, send.send_nowait):
                 try:
@@ -191,7 +214,8 @@ def test_nowait_operations_match_a_trio_memory_channel(
                 except trio.WouldBlock:
                     outcomes.append("full")
         elif op == "withdraw":
-            outcomes = [box.withdraw(value), _withdraw_from_channel(send, receive, value)]
+            target = _pick(sent, value)
+            outcomes = [box.withdraw(target), _withdraw_from_channel(send, receive, target)]
         else:
             outcomes = []
             for rfn in (box.receive_nowait, receive.receive_nowait):
@@ -215,10 +239,10 @@ def _drain(receive_nowait: Callable[[], int]) -> list[int]:
 
 
 WaitingOp = st.one_of(
-    st.tuples(st.just("send_nowait"), st.integers(0, 5)),
-    st.tuples(st.just("send"), st.integers(0, 5)),  # from a task of its own: may wait
+    st.tuples(st.just("send_nowait"), st.just(0)),
+    st.tuples(st.just("send"), st.just(0)),  # from a task of its own: may wait
     st.tuples(st.just("receive"), st.just(0)),
-    st.tuples(st.just("withdraw"), st.integers(0, 5)),
+    st.tuples(st.just("withdraw"), st.integers(0, 9)),
     st.tuples(st.just("cancel"), st.integers(0, 3)),  # the n-th sender still waiting
 )
 
@@ -237,6 +261,7 @@ def test_withdraw_with_waiting_senders_matches_a_model(
         sent: set[int] = set()  # senders whose send returned
         expected_sent: set[int] = set()
         scopes: dict[int, trio.CancelScope] = {}
+        values: list[int] = []  # every value sent so far, by send_nowait or a sender
 
         def admit_one() -> None:
             if waiting:
@@ -251,6 +276,9 @@ def test_withdraw_with_waiting_senders_matches_a_model(
 
         async with trio.open_nursery() as nursery:
             for number, (op, value) in enumerate(ops):
+                if op in ("send_nowait", "send"):
+                    value = number
+                    values.append(value)
                 if op == "send_nowait":
                     try:
                         box.send_nowait(value)
@@ -276,6 +304,7 @@ def test_withdraw_with_waiting_senders_matches_a_model(
                     if got != "empty":
                         admit_one()
                 elif op == "withdraw":
+                    value = _pick(values, value)
                     found = box.withdraw(value)
                     assert found == (value in queue)
                     if found:

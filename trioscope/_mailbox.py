@@ -91,17 +91,23 @@ class _Mailbox(Generic[T]):
     def withdraw(self, value: T) -> bool:
         """Take *value* back out of the queue, if it is there; its slot is free at once.
 
-        Returns whether it was queued. The freed slot goes to the longest-waiting
-        sender, as if the receiver had taken a message. O(queue), cheapest at the
-        front (where calls that time out in order are); meant for the rare path.
+        Returns whether it was queued. *value* is an object queued at most once
+        (as a message is), found by identity (or ``==``, for values that define
+        it). The freed slot goes to the longest-waiting sender, as if the receiver
+        had taken a message. O(1) at either end of the queue (the newest message,
+        whose caller gave up at once; the oldest, whose caller timed out first),
+        O(queue) in between: it is for the rare path only.
         """
         buffer = self._buffer
         if not buffer:
             return False
-        try:
-            buffer.remove(value)  # identity first, then ==: a message compares by identity
-        except ValueError:
-            return False
+        if buffer[-1] is value:
+            buffer.pop()
+        else:
+            try:
+                buffer.remove(value)  # identity first, then ==: a message compares by identity
+            except ValueError:
+                return False
         senders = self._senders
         if senders:
             task, waiting = senders.popitem(last=False)

@@ -691,7 +691,7 @@ class Supervisor:
         if child.status != "restarting":
             child.status = "starting"
         child.restart_at = None
-        self._nursery.start_soon(self._run_child, run, name=child.spec.start)
+        self._nursery.start_soon(self._run_child, run, name=child.spec.id)
         while not run.done and not run.was_started:
             if self._stopping or (request is not None and request.abandoned):
                 run.abandoned = True
@@ -1160,9 +1160,16 @@ class Supervisor:
 
 
 def _take_error(run: _Run) -> BaseException | None:
-    """Take the exit's reason out of *run*: its traceback holds the wrapper's
-    frame, which holds *run*, a cycle that would wait for the garbage collector."""
+    """Take the exit's reason (and the started value) out of an ended *run*.
+
+    The reason's traceback holds the wrapper's frame, which holds *run*; and a
+    service's started value (its `ServiceRef`) leads to the incarnation, which
+    keeps the reason for monitors. Either would make a reference cycle that
+    only the garbage collector could free, inside every restart.
+    """
     error, run.error = run.error, None
+    if run.done:
+        run.value = None
     return error
 
 

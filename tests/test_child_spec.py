@@ -119,13 +119,19 @@ def test_significant_transient_or_temporary_is_fine(restart: Restart) -> None:
 
 
 def test_duplicate_id_in_one_supervisor_is_a_value_error() -> None:
-    message = "duplicate child id 'a': ids must be unique in a supervisor"
+    message = (
+        "duplicate child id 'a': ids must be unique in a supervisor; "
+        "pass id= to child_spec (or ChildSpec) to tell the children apart"
+    )
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         trioscope.supervisor_spec([ChildSpec("a", _noop), ChildSpec("a", _noop)], id="sup")
 
 
 async def test_duplicate_id_in_open_supervisor_is_a_value_error() -> None:
-    message = "duplicate child id 'a': ids must be unique in a supervisor"
+    message = (
+        "duplicate child id 'a': ids must be unique in a supervisor; "
+        "pass id= to child_spec (or ChildSpec) to tell the children apart"
+    )
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         async with trioscope.open_supervisor([ChildSpec("a", _noop), ChildSpec("a", _noop)]):
             pytest.fail("the body must not run")  # pragma: no cover

@@ -86,12 +86,14 @@ class TaskSupervisor:
         # logged and counted, except interrupts, which stop everything and
         # are raised bare by the block; a Cancelled from the nursery's scope
         # (the body failed) goes on to that scope.
+        cancelled: BaseException | None = None
         try:
             with self._task_scope():
                 await fn(*args)
         except BaseException as exc:
             read = read_exit(exc)
             del exc
+            cancelled = read.cancelled
             if read.error is not None:
                 self.failures += 1
                 if wants(_log, logging.ERROR):
@@ -104,8 +106,8 @@ class TaskSupervisor:
                     )
             if read.interrupt is not None:
                 self._interrupt(read.interrupt)
-            if read.cancelled is not None:
-                raise read.cancelled
+        if cancelled is not None:
+            raise cancelled
 
     async def run(self, fn: Callable[..., Awaitable[R]], *args: object) -> R:
         """Run ``fn(*args)`` under this supervisor and return its result or raise its error here.
@@ -121,6 +123,7 @@ class TaskSupervisor:
 
         async def runner(*, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
             # As `_guard`, but the failure goes to the caller instead of the log.
+            cancelled: BaseException | None = None
             try:
                 with self._task_scope() as scope:
                     task_status.started(scope)
@@ -132,10 +135,11 @@ class TaskSupervisor:
                     result.append(outcome.Error(read.error))
                 if read.interrupt is not None:
                     self._interrupt(read.interrupt)
-                if read.cancelled is not None:
-                    raise read.cancelled
+                cancelled = read.cancelled
             finally:
                 done.set()
+            if cancelled is not None:
+                raise cancelled
 
         scope = await self._nursery.start(runner)
         try:

@@ -463,6 +463,45 @@ class _Incarnation:
             )
         _reply(msg, outcome.Error(exc))
 
+    # Exits, read by trioscope._exits' policy (everything but Cancelled is the
+    # reason). Methods rather than code in the service loop: their locals would
+    # otherwise widen the frame that every idle service keeps alive.
+
+    def start_failed(self, exc: BaseException, reason: str | BaseException) -> str | BaseException:
+        """``init`` raised *exc*: fail what was queued meanwhile; return the reason."""
+        error = read_exit(exc).error
+        if error is not None:
+            reason = self.reason = error  # before fail_queued: callers are told why
+        self.status = _STOPPING
+        self.fail_queued()
+        return reason
+
+    def loop_failed(self, exc: BaseException, reason: str | BaseException) -> str | BaseException:
+        """The service loop raised *exc*: fail the queue; return the reason.
+
+        A crash (no Cancelled, no interrupt in it) sets ``self.reason``. A kill or
+        an interrupt does not; an error that came with it (a task failing as it
+        was cancelled) is still the reason monitors see.
+        """
+        self.status = _STOPPING
+        ended = read_exit(exc)
+        if ended.error is not None:
+            reason = ended.error
+            if ended.cancelled is None and ended.interrupt is None:
+                self.reason = reason
+        self.fail_queued()
+        return reason
+
+    def terminate_raised(
+        self, exc: BaseException, reason: str | BaseException
+    ) -> str | BaseException:
+        """``terminate`` raised *exc* on an orderly stop: log an error; return the reason."""
+        error = read_exit(exc).error
+        if error is None:
+            return reason  # cut off at the shutdown budget, or interrupted
+        self.terminate_failed(error, None)
+        return error
+
     def handler_failed(self, msg: _Message, exc: BaseException) -> None:
         """Answer the caller of a handler that raised *exc* (not `Rejected`)."""
         ended = read_exit(exc)
@@ -794,13 +833,7 @@ class _ServiceStart(_Startable):
                 if self.cls.init is not Service.init:
                     await service.init()
             except BaseException as exc:
-                # Everything but Cancelled (and interrupts) is why the start failed.
-                error = read_exit(exc).error
-                if error is not None:
-                    reason = core.reason = error
-                del error
-                core.status = _STOPPING
-                core.fail_queued()
+                reason = core.start_failed(exc, reason)
                 raise
             core.status = _RUNNING_S
             core.started_at = trio.current_time()
@@ -837,36 +870,18 @@ class _ServiceStart(_Startable):
                         core.handled += 1
                         _reply(msg, outcome.Value(result))
             except BaseException as exc:
-                core.status = _STOPPING
-                ended = read_exit(exc)
-                crash = ended.error
-                if ended.cancelled is not None or ended.interrupt is not None:
-                    # Killed or interrupted: no terminate. An error that came
-                    # with it (a task failing as it was cancelled) is the reason.
-                    if crash is not None:
-                        reason = crash
-                    del ended, crash
-                    core.fail_queued()
-                    raise
-                assert crash is not None
-                reason = core.reason = crash  # a crash: the callers queued are told why
-                del ended, crash
-                core.fail_queued()
-                # terminate on crash gets the child's shutdown budget; on an
-                # orderly stop the supervisor enforces it with its own deadline.
-                if self.cls.terminate is not Service.terminate:
+                reason = core.loop_failed(exc, reason)
+                # A crash (core.reason) runs terminate within the child's shutdown
+                # budget; on an orderly stop the supervisor enforces its deadline.
+                if core.reason is not None and self.cls.terminate is not Service.terminate:
                     await _terminate_after_crash(service, core, handle.shutdown)
-                raise  # the crash itself, whatever terminate did
+                raise  # unchanged: the crash itself, whatever terminate did
             core.fail_queued()
             if self.cls.terminate is not Service.terminate:
                 try:
                     await service.terminate(None)
                 except BaseException as exc:
-                    error = read_exit(exc).error
-                    if error is not None:
-                        reason = error
-                        core.terminate_failed(error, None)
-                    del error
+                    reason = core.terminate_raised(exc, reason)
                     raise
             # Only now: a terminate cut off at the shutdown budget was "killed".
             reason = "shutdown"

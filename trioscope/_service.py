@@ -1032,7 +1032,7 @@ async def cast(
 
     Raises:
         NoRegistryError: no registry is open around the current task, or it
-            closed while the call waited for the name.
+            closed while the cast waited for the name.
         ServiceUnavailableError: the name was not registered in time, or its
             incarnation stopped before taking the message.
     """

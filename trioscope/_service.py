@@ -61,6 +61,7 @@ from ._errors import (
     _NotRunError,
 )
 from ._exits import read_exit
+from ._logging import wants
 from ._mailbox import _Mailbox
 from ._registry import Registry, _current_registry_or_none, _no_registry_error
 
@@ -546,18 +547,23 @@ class _Incarnation:
             )
 
     def crash_report(self, msg: _Message, exc: BaseException) -> None:
+        # Formatting the request is most of a crash report's cost: only when
+        # a handler would do something with it (not for a NullHandler).
+        if not wants(_log, logging.ERROR):
+            return
         depth = self.mailbox.depth()
+        request = msg.describe()
         _log.error(
             "service %s crashed in %s (mailbox depth %d, restarts %d)",
             self.label,
-            msg.describe(),
+            request,
             depth,
             self.restarts,
             exc_info=exc,
             extra={
                 "service": self.name,
                 "handler": getattr(msg.fn, "__name__", repr(msg.fn)),
-                "request": msg.describe(),
+                "request": request,
                 "mailbox_depth": depth,
                 "restarts": self.restarts,
             },

@@ -89,7 +89,7 @@ from typing import Any, Literal
 import pytest
 import trio
 import trio.testing
-from hypothesis import Phase, given, settings
+from hypothesis import Phase, event, given, settings
 from hypothesis import strategies as st
 
 import trioscope
@@ -386,7 +386,7 @@ def _next_op(
     if quick:
         weighted.append(
             (
-                3,
+                4,
                 lambda: st.builds(
                     CallDuringRestart,
                     st.sampled_from(quick),
@@ -398,15 +398,22 @@ def _next_op(
         )
     if plain_ids:
         absent_plain = tuple(cid for cid in absent if cid in plain_ids)
-        weighted.append((1, lambda: st.builds(CancelledStart, among(absent_plain), st.booleans())))
+        weighted.append(
+            (
+                1,
+                lambda: st.builds(
+                    CancelledStart, st.sampled_from(absent_plain or plain_ids), st.booleans()
+                ),
+            )
+        )
     # one_of drops a repeated strategy object, so weigh with separate ones.
     ops: st.SearchStrategy[Op | None] = st.one_of(
         [make() for weight, make in weighted for _ in range(weight)]
     )
-    # About one draw in 40 leaves the block early, one in 80 cancels it from
-    # outside; shrinking goes towards leaving.
+    # About one draw in 80 leaves the block early (shrinking goes there), one
+    # in 80 cancels it from outside.
     return st.integers(0, 79).flatmap(
-        lambda go: ops if go > 2 else st.none() if go else st.just(Shutdown())
+        lambda go: st.none() if not go else st.just(Shutdown()) if go == 40 else ops
     )
 
 
@@ -1119,6 +1126,7 @@ class Run:
         await trio.testing.wait_all_tasks_blocked()
         harness.holds.pop(op.id, None)
         assert hold.hit == held
+        event(f"call during restart: {op.call if held else 'not reached'}")
         if not held:
             return None
         # Between the crash and the attempt's end: the model's state at that point.
@@ -1277,6 +1285,7 @@ async def run_scenario(sc: Scenario, data: st.DataObject, clock: trio.testing.Mo
                             break
                         settle: Callable[[], None] | Call | None = None
                         try:
+                            event(f"op {type(op).__name__}")
                             settle = await run.apply(op)
                             if isinstance(settle, str):
                                 how = settle
@@ -1315,6 +1324,9 @@ async def run_scenario(sc: Scenario, data: st.DataObject, clock: trio.testing.Mo
         harness.linger = False
         clock.autojump_threshold = FROZEN
 
+        event(f"ended: {model.terminal[0] if model.terminal else how}")
+        if stop_time:
+            event("leaving waited for slow stops")
         # The tree is closed.
         if model.terminal is None:
             assert body_done, f"the body was cancelled at step {step}; the model expected not"

@@ -32,3 +32,19 @@ def no_stray_cancel() -> Iterator[None]:
         if _only_cancelled(exc):
             pytest.fail(f"cancellation escaped the block: {exc!r}")
         raise
+
+
+@contextmanager
+def checkpoints_even_when_raising() -> Iterator[None]:
+    """`trio.testing.assert_checkpoints`, except that raising does not excuse the block.
+
+    Reads the same per-task counters Trio's helper does: a cancel point and a
+    schedule point must both have happened, on the error path too.
+    """
+    task = trio.lowlevel.current_task()
+    cancel_points, schedule_points = task._cancel_points, task._schedule_points
+    try:
+        yield
+    finally:
+        assert task._cancel_points > cancel_points, "no cancel point"
+        assert task._schedule_points > schedule_points, "no schedule point"

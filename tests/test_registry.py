@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 import trio
 import trio.testing
+from _guards import checkpoints_even_when_raising
 
 import trioscope
 from trioscope import AlreadyRegisteredError, NoRegistryError, Registry
@@ -32,22 +31,6 @@ def closed_registry(what: str, namespace: str) -> str:
         "(its async with block exited before the task ended): start the task inside the "
         "block, or open a registry around it"
     )
-
-
-@contextmanager
-def checkpoints_even_when_raising() -> Iterator[None]:
-    """`trio.testing.assert_checkpoints`, except that raising does not excuse the block.
-
-    Reads the same per-task counters Trio's helper does: a cancel point and a
-    schedule point must both have happened, on the error path too.
-    """
-    task = trio.lowlevel.current_task()
-    cancel_points, schedule_points = task._cancel_points, task._schedule_points
-    try:
-        yield
-    finally:
-        assert task._cancel_points > cancel_points, "no cancel point"
-        assert task._schedule_points > schedule_points, "no schedule point"
 
 
 # -- the scope and current_registry() ---------------------------------------

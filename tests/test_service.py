@@ -11,15 +11,15 @@ import functools
 import logging
 import math
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
 import attrs
 import pytest
 import trio
 import trio.testing
-from _guards import _only_cancelled
+from _guards import _only_cancelled, checkpoints_even_when_raising
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -65,22 +65,6 @@ def closed_registry(what: str, namespace: str) -> str:
         "(its async with block exited before the task ended): start the task inside the "
         "block, or open a registry around it"
     )
-
-
-@contextmanager
-def checkpoints_even_when_raising() -> Iterator[None]:
-    """`trio.testing.assert_checkpoints`, except that raising does not excuse the block.
-
-    Reads the same per-task counters Trio's helper does: a cancel point and a
-    schedule point must both have happened, on the error path too.
-    """
-    task = trio.lowlevel.current_task()
-    cancel_points, schedule_points = task._cancel_points, task._schedule_points
-    try:
-        yield
-    finally:
-        assert task._cancel_points > cancel_points, "no cancel point"
-        assert task._schedule_points > schedule_points, "no schedule point"
 
 
 # -- services under test --------------------------------------------------------

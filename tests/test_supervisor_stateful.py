@@ -218,9 +218,10 @@ class Together:
 class CrashThenTerminate:
     """A plain child crashes and ``terminate_child`` is called for it.
 
-    *reported*: after the crash report is queued (the crash is handled first:
-    a restart decision, then the stop), else before the child even ran (the
-    terminate wins: no restart, and the crash does not count).
+    *reported*: after the supervisor has handled the crash (its restart
+    decision, and the restart if one is due at once), then the stop; else
+    before the child even ran (the terminate wins: no restart, and the crash
+    does not count).
     """
 
     id: str
@@ -719,6 +720,9 @@ class Model:
             self.children[cid].status = "stopped"  # the crash is dropped
             return None
         self._on_exit(cid, Boom)
+        # The harness lets the supervisor settle before it calls terminate_child:
+        # a restart that is due happens first.
+        self._serve()
         if self.terminal is not None:
             return trioscope.SupervisorClosedError
         error = self._terminate(cid)
@@ -1070,8 +1074,12 @@ class Run:
             inc.crash = True
             inc.wake.set()
             if op.reported:
+                # Let the supervisor handle the crash (and a restart that is due)
+                # first: whether its manager or this task runs first after the
+                # crash is Trio's choice, so settle instead of racing it.
                 while ("exit", op.id) not in harness.events[already:]:
                     await trio.lowlevel.checkpoint()
+                await trio.testing.wait_all_tasks_blocked()
             # (If the crash made the tree stop, the body may be cancelled here instead.)
             with takes(0.0), expect(error):
                 await sup.terminate_child(op.id)

@@ -765,19 +765,33 @@ class Supervisor:
                 else:
                     await start(task_status=run)
         except BaseException as exc:
+            cancelled = self._report_exit(run, exc)
+            del exc
+        else:
+            self._report_exit(run, None)
+        if cancelled is not None:
+            raise cancelled
+
+    @trio.lowlevel.enable_ki_protection
+    def _report_exit(self, run: _Run, exc: BaseException | None) -> BaseException | None:
+        """Record how *run* ended and tell the manager; return a Cancelled that is not ours.
+
+        KI-protected, so that a Ctrl-C cannot land between the exit and its
+        report (the manager would wait for it forever).
+        """
+        cancelled = None
+        if exc is not None:
             read = read_exit(exc)
             cancelled = read.cancelled
             run.error = read.error
             if read.interrupt is not None:
                 run.interrupted = True
                 self._interrupt(read.interrupt)
-            del exc, read
         run.done = True
         run.handle._on_stop = None
         self._inbox.append(run)
         self._wakeup()
-        if cancelled is not None:
-            raise cancelled
+        return cancelled
 
     def _stop_run(self, run: _Run, now: float) -> None:
         """Ask *run* to stop within its child's budget; its exit comes as a report."""

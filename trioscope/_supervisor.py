@@ -1110,14 +1110,19 @@ class Supervisor:
             for child in reversed(active):
                 await self._stop_and_wait(child)
                 self._refuse_requests()
-        # Exits that came meanwhile were handled with their stop.
-        self._inbox.clear()
+        self._refuse_requests()
 
     def _refuse_requests(self) -> None:
+        """While stopping: refuse the control calls waiting in the inbox, drop the rest.
+
+        Exit reports are dropped: the stop handles each run it waits for
+        (`_finish_stop`), and a child that ended by itself meanwhile is
+        finished when its turn to be stopped comes (its run is done).
+        """
         inbox = self._inbox
-        for item in list(inbox):
+        while inbox:
+            item = inbox.popleft()
             if isinstance(item, _Request):
-                inbox.remove(item)
                 call = {_START: "start_child", _TERMINATE: "terminate_child"}.get(
                     item.kind, "restart_child"
                 )

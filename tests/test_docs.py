@@ -14,6 +14,7 @@ FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 MODULES = [
     "trioscope._registry",
     "trioscope._service",
+    "trioscope._names",
     "trioscope._child_spec",
     "trioscope._supervisor",
     "trioscope._monitor",

@@ -29,6 +29,9 @@ from ._errors import UnknownChildError as UnknownChildError
 from ._monitor import Down as Down
 from ._monitor import Monitor as Monitor
 from ._monitor import monitor as monitor
+from ._names import call as call
+from ._names import cast as cast
+from ._names import whereis as whereis
 from ._registry import Registry as Registry
 from ._registry import current_registry as current_registry
 from ._registry import open_registry as open_registry
@@ -38,9 +41,6 @@ from ._service import Health as Health
 from ._service import Service as Service
 from ._service import ServiceRef as ServiceRef
 from ._service import ServiceStatistics as ServiceStatistics
-from ._service import call as call
-from ._service import cast as cast
-from ._service import whereis as whereis
 from ._supervisor import ChildCounts as ChildCounts
 from ._supervisor import ChildInfo as ChildInfo
 from ._supervisor import Strategy as Strategy

@@ -29,8 +29,9 @@ from typing import Any, final
 import attrs
 import trio
 
+from ._names import _as_ref
 from ._registry import _current_registry_or_none, _no_registry_error
-from ._service import ServiceRef, _as_ref, _Incarnation
+from ._service import ServiceRef, _Incarnation
 
 Reason = str | BaseException
 

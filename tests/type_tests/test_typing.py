@@ -1,8 +1,9 @@
 """The public API's types: calls through a ref are checked against the handler.
 
-Runs mypy on two files: one that must pass under --strict (with assert_type
-proving the inferred types), and one in which every line marked ``# E:`` must
-be an error, and no other line may be.
+Runs mypy on every file here named ``*_pass.py`` or ``service_calls.py``, which
+must pass under --strict (with assert_type proving the inferred types), and on
+every ``*_errors.py``, in which every line marked ``# E:`` must be an error,
+and no other line may be.
 """
 
 from __future__ import annotations
@@ -34,13 +35,18 @@ def _mypy(path: Path) -> tuple[str, int]:
     return stdout + stderr, status
 
 
-def test_well_typed_calls_pass_strict() -> None:
-    output, status = _mypy(HERE / "service_calls.py")
+PASSING = sorted([HERE / "service_calls.py", *HERE.glob("*_pass.py")])
+FAILING = sorted(HERE.glob("*_errors.py"))
+
+
+@pytest.mark.parametrize("path", PASSING, ids=lambda p: p.name)
+def test_well_typed_code_passes_strict(path: Path) -> None:
+    output, status = _mypy(path)
     assert status == 0, output
 
 
-def test_ill_typed_calls_are_errors_on_exactly_the_marked_lines() -> None:
-    path = HERE / "service_call_errors.py"
+@pytest.mark.parametrize("path", FAILING, ids=lambda p: p.name)
+def test_ill_typed_code_errs_on_exactly_the_marked_lines(path: Path) -> None:
     output, status = _mypy(path)
     assert status == 1, output
     expected = {

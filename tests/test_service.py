@@ -891,7 +891,7 @@ async def test_a_call_by_name_to_a_busy_service_times_out(
             match=exactly(
                 "call to 'w' record() got no reply within 5 s; if the message was still "
                 "queued it was withdrawn and will not run. Use ref.with_timeout(seconds) "
-                "for a longer budget"
+                "for a longer budget; a cycle of calls (A calls B, which calls A) also ends here"
             ),
         ):
             await trioscope.call("w", Worker.record, "late")
@@ -1002,7 +1002,7 @@ async def test_a_call_times_out_after_5_s_by_default(
             match=exactly(
                 "call to 'w' hold() got no reply within 5 s; if the message was still "
                 "queued it was withdrawn and will not run. Use ref.with_timeout(seconds) "
-                "for a longer budget"
+                "for a longer budget; a cycle of calls (A calls B, which calls A) also ends here"
             ),
         ) as info:
             await ref.call(Worker.hold)

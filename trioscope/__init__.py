@@ -14,6 +14,7 @@ from ._child_spec import ChildSpec as ChildSpec
 from ._child_spec import Restart as Restart
 from ._errors import AlreadyRegisteredError as AlreadyRegisteredError
 from ._errors import CallTimeoutError as CallTimeoutError
+from ._errors import CallingSelfError as CallingSelfError
 from ._errors import ChildStateError as ChildStateError
 from ._errors import MailboxFullError as MailboxFullError
 from ._errors import MaxChildrenError as MaxChildrenError
@@ -60,6 +61,7 @@ __all__ = [
     "AlreadyRegisteredError",
     "Backoff",
     "CallTimeoutError",
+    "CallingSelfError",
     "ChildCounts",
     "ChildInfo",
     "ChildSpec",

@@ -9,6 +9,7 @@
     │   └── _NotRunError                 (private: the message never ran; calls by name retry it)
     ├── ServiceCrashedError
     ├── CallTimeoutError                 (also trio.TooSlowError)
+    ├── CallingSelfError                 (also RuntimeError)
     ├── MailboxFullError                 (also trio.WouldBlock)
     ├── StartError
     ├── RestartIntensityExceededError
@@ -112,7 +113,8 @@ class CallTimeoutError(TrioscopeError, trio.TooSlowError):
         super().__init__(
             f"call to {service} {handler}() got no reply within {timeout:g} s; "
             "if the message was still queued it was withdrawn and will not run. "
-            "Use ref.with_timeout(seconds) for a longer budget"
+            "Use ref.with_timeout(seconds) for a longer budget; a cycle of calls "
+            "(A calls B, which calls A) also ends here"
         )
 
 
@@ -202,4 +204,19 @@ class SupervisorClosedError(TrioscopeError, RuntimeError):
         super().__init__(
             f"supervisor {supervisor!r} {state}: {call} was refused (a stopping supervisor "
             "starts, restarts and terminates nothing more; its children are stopped in order)"
+        )
+
+
+class CallingSelfError(TrioscopeError, RuntimeError):
+    """A service called itself (from a handler, ``init`` or ``terminate``): the call could
+    never be answered, since a service takes one message at a time (OTP's ``calling_self``)."""
+
+    def __init__(self, service: str, handler: str, caller: str) -> None:
+        self.service = service
+        self.handler = handler
+        self.caller = caller
+        super().__init__(
+            f"handler {caller}() of service {service} called its own service ({handler}()): "
+            "a service takes one message at a time, so the call could never be answered. "
+            f"Call the method directly (await self.{handler}(...)), or cast"
         )

@@ -40,7 +40,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Literal, TypeVa
 import attrs
 import outcome
 import trio
-from trio.lowlevel import Abort, current_task, reschedule, wait_task_rescheduled
+from trio.lowlevel import (
+    Abort,
+    cancel_shielded_checkpoint,
+    checkpoint_if_cancelled,
+    current_task,
+    reschedule,
+    wait_task_rescheduled,
+)
 
 from ._child_spec import (
     DEFAULT_SHUTDOWN_S,
@@ -53,6 +60,7 @@ from ._child_spec import (
     _Startable,
 )
 from ._errors import (
+    CallingSelfError,
     CallTimeoutError,
     MailboxFullError,
     Rejected,
@@ -321,6 +329,7 @@ class _Incarnation:
     __slots__ = (
         "_ended_event",
         "cls",
+        "current",
         "handled",
         "handlers",
         "in_flight",
@@ -334,6 +343,7 @@ class _Incarnation:
         "service",
         "started_at",
         "status",
+        "task",
     )
 
     def __init__(
@@ -359,6 +369,8 @@ class _Incarnation:
         self.status = _STARTING
         self.reason: str | BaseException | None = None
         self._ended_event: trio.Event | None = None
+        self.task: Task | None = None  # the service's own task, once it runs
+        self.current: _Message | None = None  # the message whose handler runs
 
     # -- callers' side --
 
@@ -384,7 +396,18 @@ class _Incarnation:
             )
         return _NotRunError(self.label, why)
 
+    def calling_self(self, fn: Callable[..., Any]) -> CallingSelfError:
+        current = self.current
+        if current is not None:
+            caller = getattr(current.fn, "__name__", repr(current.fn))
+        else:
+            caller = "init" if self.status == _STARTING else "terminate"
+        return CallingSelfError(self.label, getattr(fn, "__name__", repr(fn)), caller)
+
     async def call(self, msg: _Message) -> Any:
+        if msg.task is self.task:
+            # Its own task could never take the message: fail now, not at the timeout.
+            raise self.calling_self(msg.fn)
         self.in_flight += 1
         try:
             self.mailbox.send_nowait(msg)
@@ -452,6 +475,25 @@ class _Incarnation:
         if self._ended_event is not None:
             self._ended_event.set()
 
+    def bad_arguments(self, msg: _Message, exc: TypeError) -> None:
+        """The arguments of *msg* do not bind to its handler: the sender's mistake."""
+        name = getattr(msg.fn, "__name__", repr(msg.fn))
+        if msg.task is None:
+            _log.warning(
+                "service %s got a cast with bad arguments for %s (it did not run): %s",
+                self.label,
+                msg.describe(),
+                exc,
+                extra={"service": self.name},
+            )
+            return
+        error = TypeError(
+            f"bad arguments for handler {name}() of service {self.label} (it did not run; "
+            f"the service is untouched): {exc}"
+        )
+        error.__cause__ = exc
+        _reply(msg, outcome.Error(error))
+
     def rejected(self, msg: _Message, exc: Rejected) -> None:
         self.handled += 1
         if msg.task is None:
@@ -505,6 +547,7 @@ class _Incarnation:
 
     def handler_failed(self, msg: _Message, exc: BaseException) -> None:
         """Answer the caller of a handler that raised *exc* (not `Rejected`)."""
+        self.current = None
         ended = read_exit(exc)
         if ended.cancelled is None and ended.interrupt is None:
             # Everything but Cancelled and interrupts is a crash: any
@@ -695,6 +738,13 @@ class ServiceRef(Generic[S]):
         """
         core = self._core
         core.handler_name(fn)
+        if core.task is current_task():
+            # Its own task never waits for space in its own mailbox: it would
+            # wait for itself. A self-cast behaves as `try_cast`.
+            await checkpoint_if_cancelled()
+            self.try_cast(fn, *args, **kwargs)
+            await cancel_shielded_checkpoint()
+            return
         try:
             await core.mailbox.send(_Message(core, fn, args, kwargs, None))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -834,6 +884,7 @@ class _ServiceStart(_Startable):
             assert name is not None
             registry._register(name, ref)
         reason: str | BaseException = "killed"
+        core.task = current_task()
         try:
             try:
                 if self.cls.init is not Service.init:
@@ -864,8 +915,17 @@ class _ServiceStart(_Startable):
                         break
                     msg.state = _RUNNING
                     try:
-                        result = await msg.fn(service, *msg.args, **msg.kwargs)
+                        # Making the coroutine binds the arguments and runs none of
+                        # the handler: a TypeError here is the caller's mistake.
+                        coro = msg.fn(service, *msg.args, **msg.kwargs)
+                    except TypeError as exc:
+                        core.bad_arguments(msg, exc)
+                        continue
+                    core.current = msg
+                    try:
+                        result = await coro
                     except Rejected as exc:
+                        core.current = None
                         core.rejected(msg, exc)
                     except BaseException as exc:
                         # Raised again unchanged, whatever it is: a Cancelled in
@@ -873,8 +933,10 @@ class _ServiceStart(_Startable):
                         core.handler_failed(msg, exc)
                         raise
                     else:
+                        core.current = None
                         core.handled += 1
                         _reply(msg, outcome.Value(result))
+                    del coro  # finished: not kept alive while idle
             except BaseException as exc:
                 reason = core.loop_failed(exc, reason)
                 # A crash (core.reason) runs terminate within the child's shutdown

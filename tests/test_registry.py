@@ -643,3 +643,59 @@ async def test_fifty_sibling_scopes_registering_the_same_names_do_not_interfere(
         assert registered_count == scopes
         assert parent.names() == []
         assert trioscope.whereis("config") is None
+
+
+# -- wait_for(after=...): the next value ----------------------------------------
+
+
+async def test_wait_for_after_waits_for_a_value_that_is_not_the_old_one() -> None:
+    old, new = object(), object()
+    async with trioscope.open_registry() as reg, trio.open_nursery() as nursery:
+        got: list[object] = []
+
+        async def waiter() -> None:
+            got.append(await reg.wait_for("x", after=old))
+
+        with reg.registered("x", old):
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == []  # the old value does not satisfy it
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == []  # nor does its release
+        with reg.registered("x", old):  # nor the old value registered again
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == []
+        with reg.registered("x", new):
+            await trio.testing.wait_all_tasks_blocked()
+        assert got == [new]
+        # A value that is already not the old one returns at once, after a checkpoint.
+        with reg.registered("x", new), trio.testing.assert_checkpoints():
+            assert await reg.wait_for("x", after=old) is new
+
+
+async def test_wait_for_after_honours_cancel_scopes_and_a_closing_registry(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    old = object()
+    errors: list[str] = []
+
+    async def waiter(reg: Registry, *, task_status: trio.TaskStatus[None]) -> None:
+        task_status.started()
+        try:
+            await reg.wait_for("x", after=old)
+        except NoRegistryError as exc:
+            errors.append(str(exc))
+
+    async with trio.open_nursery() as nursery:
+        async with trioscope.open_registry("scope") as reg:
+            with reg.registered("x", old):
+                with trio.move_on_after(3) as scope:
+                    await reg.wait_for("x", after=old)
+                assert scope.cancelled_caught
+                assert trio.current_time() == 3
+                await nursery.start(waiter, reg)
+                await trio.testing.wait_all_tasks_blocked()
+        await trio.testing.wait_all_tasks_blocked()
+    assert errors == [closed_registry("wait_for('x')", "scope")]
+    assert trio.current_time() == 3
+    assert reg._watchers == {}

@@ -10,7 +10,7 @@ import math
 import pytest
 import trio
 import trio.testing
-from test_service import exactly, running, stats
+from test_service import capture, exactly, running, stats
 
 import trioscope
 from trioscope import (
@@ -20,6 +20,7 @@ from trioscope import (
     Service,
     ServiceCrashedError,
     ServiceRef,
+    ServiceUnavailableError,
 )
 
 # -- 2. a caller's wrong arguments -------------------------------------------------
@@ -153,3 +154,202 @@ def test_the_timeout_message_mentions_call_cycles() -> None:
         "was withdrawn and will not run. Use ref.with_timeout(seconds) for a longer "
         "budget; a cycle of calls (A calls B, which calls A) also ends here"
     )
+
+
+# -- 3. a service stops itself ------------------------------------------------------------
+
+
+class Quitter(Service):
+    def __init__(self, log: list[object] | None = None) -> None:
+        self.log: list[object] = [] if log is None else log
+        self.gate = trio.Event()
+
+    async def terminate(self, reason: BaseException | None) -> None:
+        self.log.append(("terminate", reason))
+
+    async def echo(self, item: object) -> object:
+        self.log.append(item)
+        return item
+
+    async def quit(self, reason: BaseException | None = None) -> str:
+        await self.gate.wait()
+        self.stop(reason)
+        self.stop(RuntimeError("later calls change nothing"))
+        self.log.append("after stop")
+        return "bye"
+
+    async def release(self) -> None:
+        self.gate.set()
+
+
+async def test_a_service_stops_itself_normally_after_replying() -> None:
+    log: list[object] = []
+    async with running() as host:
+        ref = await host.start(Quitter.child_spec(name="q", log=log))
+        async with trioscope.monitor("q") as down:
+            results: dict[str, object] = {}
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(capture, results, "quit", lambda: ref.call(Quitter.quit))
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.start_soon(capture, results, "queued", lambda: ref.call(Quitter.echo, 1))
+                await trio.testing.wait_all_tasks_blocked()
+                ref.try_cast(Quitter.release)  # runs after the queued call: never
+                ref._core.service.gate.set()  # type: ignore[attr-defined]
+            assert results["quit"] == "bye"
+            queued = results["queued"]
+            assert isinstance(queued, ServiceUnavailableError)
+            assert str(queued) == (
+                "service 'q' is unavailable: it is shutting down; the message was not run"
+            )
+            assert await host.ended(ref) == "returned"
+            assert (await down.wait()).reason == "normal"
+        assert log == ["after stop", ("terminate", None)]
+        assert trioscope.whereis("q") is None
+
+
+async def test_a_service_stops_itself_with_a_reason_that_is_a_crash() -> None:
+    log: list[object] = []
+    enough = RuntimeError("enough")
+    async with running() as host:
+        ref = await host.start(Quitter.child_spec(name="q", log=log))
+        ref._core.service.gate.set()  # type: ignore[attr-defined]
+        assert await ref.call(Quitter.quit, enough) == "bye"
+        assert await host.ended(ref) is enough
+        assert log == ["after stop", ("terminate", enough)]
+        with pytest.raises(ServiceUnavailableError):
+            await ref.call(Quitter.echo, 1)
+
+
+@pytest.mark.parametrize(("reason", "restarted"), [(None, False), (RuntimeError("x"), True)])
+async def test_restart_types_apply_to_a_self_stop(
+    reason: BaseException | None, restarted: bool, autojump_clock: trio.testing.MockClock
+) -> None:
+    spec = Quitter.child_spec(name="q", restart=trioscope.Restart.TRANSIENT)
+    async with trioscope.open_registry(isolated=True), trioscope.open_supervisor([spec]) as sup:
+        first = trioscope.whereis("q", Quitter)
+        assert first is not None
+        first._core.service.gate.set()  # type: ignore[attr-defined]
+        assert await first.call(Quitter.quit, reason) == "bye"
+        await trio.sleep(1)
+        second = trioscope.whereis("q", Quitter)
+        assert (second is not None) is restarted
+        assert second != first
+        assert [c.restarts for c in sup.which_children()] == ([1] if restarted else [0])
+
+
+def test_stop_outside_a_running_service_is_an_error() -> None:
+    with pytest.raises(
+        RuntimeError,
+        match=exactly(
+            "Quitter.stop() was called outside a running service: it is for handlers "
+            "and owned tasks of a running service"
+        ),
+    ):
+        Quitter().stop()
+
+
+class StopsInInit(Service):
+    async def init(self) -> None:
+        self.stop()
+
+
+async def test_stop_during_init_is_an_error() -> None:
+    async with running() as host:
+        with pytest.raises(
+            RuntimeError,
+            match=exactly(
+                "StopsInInit.stop() was called during init(): it is for handlers and "
+                "owned tasks of a running service (to fail the start, raise from init())"
+            ),
+        ):
+            await host.start(StopsInInit.child_spec())
+
+
+async def test_stop_with_a_reason_that_is_not_an_exception_is_a_type_error() -> None:
+    class Bad(Service):
+        async def go(self) -> None:
+            self.stop("oops")  # type: ignore[arg-type]
+
+    async with running() as host:
+        ref = await host.start(Bad.child_spec())
+        with pytest.raises(ServiceCrashedError) as info:
+            await ref.call(Bad.go)
+        assert str(info.value.__cause__) == (
+            "stop(reason): reason must be an exception or None, got str: 'oops'"
+        )
+
+
+def test_a_handler_may_not_shadow_what_handlers_call_on_self() -> None:
+    with pytest.raises(
+        TypeError,
+        match=exactly(
+            "test_a_handler_may_not_shadow_what_handlers_call_on_self.<locals>.Shadow.stop "
+            "shadows Service.stop, which handlers call on self (defer, "
+            "send_after, start_soon, stop are reserved): rename it"
+        ),
+    ):
+
+        class Shadow(Service):
+            async def stop(self) -> None:  # type: ignore[override]
+                pass
+
+
+# -- 8. the name is released as soon as the incarnation begins to stop -------------------
+
+
+class SlowToTerminate(Service):
+    def __init__(self, gate: trio.Event, seen: list[object]) -> None:
+        self.gate = gate
+        self.seen = seen
+
+    async def terminate(self, reason: BaseException | None) -> None:
+        self.seen.append(("whereis during terminate", trioscope.whereis("slow")))
+        await self.gate.wait()
+
+    async def crash(self) -> None:
+        raise RuntimeError("boom")
+
+    async def quit(self) -> None:
+        self.stop()
+
+
+@pytest.mark.parametrize("how", ["crash", "self-stop", "stop request"])
+async def test_the_name_is_released_before_terminate_runs(
+    how: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    gate = trio.Event()
+    seen: list[object] = []
+    spec = SlowToTerminate.child_spec(name="slow", gate=gate, seen=seen)
+    async with (
+        trioscope.open_registry(isolated=True) as registry,
+        trioscope.open_supervisor([spec]) as sup,
+    ):
+        first = trioscope.whereis("slow", SlowToTerminate)
+        assert first is not None
+        if how == "crash":
+            with pytest.raises(ServiceCrashedError):
+                await first.call(SlowToTerminate.crash)
+        elif how == "self-stop":
+            await first.call(SlowToTerminate.quit)
+        else:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sup.terminate_child, "slow")
+                await trio.testing.wait_all_tasks_blocked()
+                assert seen == [("whereis during terminate", None)]
+                gate.set()
+            assert trioscope.whereis("slow") is None
+            return
+        await trio.testing.wait_all_tasks_blocked()
+        assert seen == [("whereis during terminate", None)]
+        async with trio.open_nursery() as nursery:
+            waited: list[object] = []
+
+            async def wait() -> None:
+                waited.append(await registry.wait_for("slow"))
+
+            nursery.start_soon(wait)
+            await trio.testing.wait_all_tasks_blocked()
+            assert waited == []  # not the dying incarnation
+            gate.set()
+        assert waited[0] not in (None, first)
+        assert trioscope.whereis("slow") == waited[0]

@@ -30,8 +30,11 @@ from ._errors import UnknownChildError as UnknownChildError
 from ._monitor import Down as Down
 from ._monitor import Monitor as Monitor
 from ._monitor import monitor as monitor
+from ._names import NameRef as NameRef
+from ._names import by_name as by_name
 from ._names import call as call
 from ._names import cast as cast
+from ._names import wait_for_service as wait_for_service
 from ._names import whereis as whereis
 from ._registry import Registry as Registry
 from ._registry import current_registry as current_registry
@@ -71,6 +74,7 @@ __all__ = [
     "MailboxFullError",
     "MaxChildrenError",
     "Monitor",
+    "NameRef",
     "NoRegistryError",
     "Registry",
     "Rejected",
@@ -88,6 +92,7 @@ __all__ = [
     "TaskSupervisor",
     "TrioscopeError",
     "UnknownChildError",
+    "by_name",
     "call",
     "cast",
     "current_registry",
@@ -99,6 +104,7 @@ __all__ = [
     "run",
     "serve",
     "supervisor_spec",
+    "wait_for_service",
     "whereis",
 ]
 

@@ -21,6 +21,7 @@ Registering always goes into the innermost registry.
 from __future__ import annotations
 
 import contextvars
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Final, final
@@ -33,6 +34,11 @@ _current: Final[contextvars.ContextVar[Registry | None]] = contextvars.ContextVa
     "trioscope_registry", default=None
 )
 
+RECENT_NAMES_KEPT: Final = 256
+"""How many recently registered names each registry remembers after their release
+(least recently registered forgotten first): enough for a call by name that gives
+up to tell a typo from a service that is down, without growing for ever."""
+
 
 @final
 class Registry:
@@ -41,7 +47,16 @@ class Registry:
     Build one with `open_registry`; find the innermost one with `current_registry`.
     """
 
-    __slots__ = ("_closed", "_entries", "_watchers", "isolated", "namespace", "parent")
+    __slots__ = (
+        "_closed",
+        "_entries",
+        "_expected",
+        "_recent",
+        "_watchers",
+        "isolated",
+        "namespace",
+        "parent",
+    )
 
     namespace: str | None
     """The name given to `open_registry`, for introspection and messages."""
@@ -57,6 +72,10 @@ class Registry:
         self._entries: dict[str, object] = {}
         # name -> events of tasks waiting for that name to change, here or inward.
         self._watchers: dict[str, set[trio.Event]] = {}
+        # Names registered here lately, oldest first (bounded: RECENT_NAMES_KEPT).
+        self._recent: OrderedDict[str, None] = OrderedDict()
+        # name -> (status, restart_at) of a supervised child that will register it again.
+        self._expected: dict[str, tuple[str, float | None]] = {}
         self._closed = False
 
     def __repr__(self) -> str:
@@ -94,11 +113,14 @@ class Registry:
                 return
             reg = reg.parent
 
-    async def wait_for(self, name: str) -> object:
+    async def wait_for(self, name: str, *, after: object | None = None) -> object:
         """Wait until *name* is visible from this registry, and return its value.
 
-        Returns at once (after a checkpoint) when it is already registered.
-        Honours the caller's cancel scopes: wrap it in `trio.fail_after` for a limit.
+        With *after* (a value seen earlier, such as the `ServiceRef` of an
+        incarnation that crashed), wait for a value that ``is not after``: the
+        next registration, not the one being torn down. Returns at once (after a
+        checkpoint) when such a value is already registered. Honours the
+        caller's cancel scopes: wrap it in `trio.fail_after` for a limit.
 
         Raises:
             NoRegistryError: this registry has closed (its block exited), before
@@ -109,7 +131,7 @@ class Registry:
             if self._closed:
                 raise self._closed_error(f"wait_for({name!r})")
             value = self.lookup(name)
-            if value is not None:
+            if value is not None and value is not after:
                 return value
             await self._wait_changed(name, f"wait_for({name!r})")
 
@@ -160,6 +182,12 @@ class Registry:
         if holder is not None:
             raise AlreadyRegisteredError(name, holder, self.namespace)
         self._entries[name] = value
+        self._expected.pop(name, None)
+        recent = self._recent
+        recent[name] = None
+        recent.move_to_end(name)
+        if len(recent) > RECENT_NAMES_KEPT:
+            recent.popitem(last=False)
         self._notify(name)
 
     def _unregister(self, name: str, value: object) -> None:
@@ -182,8 +210,44 @@ class Registry:
         finally:
             self._unregister(name, value)
 
+    # -- what supervisors tell it, for messages ---------------------------
+
+    def _expect(self, name: str, status: str, restart_at: float | None) -> None:
+        """A supervised child that registers *name* is *status* (``"backoff"`` or
+        ``"restarting"``), to start again at *restart_at* (Trio clock) if known.
+
+        Calls by name that give up say so. Forgotten when *name* is registered
+        again, on `_unexpect`, and when the registry closes.
+        """
+        if not self._closed:
+            self._expected[name] = (status, restart_at)
+
+    def _unexpect(self, name: str) -> None:
+        """The child that registers *name* will not start again (stopped, or gone)."""
+        self._expected.pop(name, None)
+
+    def _expectation(self, name: str) -> tuple[str, float | None] | None:
+        """What a supervisor said about *name*, in the innermost visible registry
+        that either holds it or expects it."""
+        for reg in self._visible_chain():
+            if name in reg._entries:
+                return None
+            expected = reg._expected.get(name)
+            if expected is not None:
+                return expected
+        return None
+
+    def _known_names(self) -> list[str]:
+        """Names visible from here now or registered recently, innermost first."""
+        seen: dict[str, None] = {}
+        for reg in self._visible_chain():
+            seen.update(dict.fromkeys(reg._entries))
+            seen.update(dict.fromkeys(reversed(reg._recent)))
+        return list(seen)
+
     def _close(self) -> None:
         self._closed = True
+        self._expected.clear()
         names = list(self._entries)
         self._entries.clear()
         for name in names:

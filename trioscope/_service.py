@@ -91,6 +91,8 @@ DEGRADED_MAILBOX_FRACTION: Final = 0.9
 """A mailbox at least this full makes `ServiceRef.health` report ``"degraded"``."""
 
 _LIFECYCLE: Final = frozenset({"init", "terminate", "health", "child_spec"})
+# What a handler calls on ``self``: a subclass may not shadow them.
+_CONTROLS: Final = frozenset({"stop", "defer", "start_soon", "send_after"})
 _log = logging.getLogger("trioscope.service")
 _incarnations = itertools.count(1)
 
@@ -146,6 +148,9 @@ class Service:
 
     _trioscope_handlers: ClassVar[dict[Callable[..., Any], str]] = {}
     _trioscope_signature: ClassVar[inspect.Signature | None] = None
+    # The running incarnation; set on the instance while it runs, so that a
+    # handler's ``self.stop()`` and the like find it (no cycle once it ends).
+    _trioscope_core: _Incarnation | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -154,6 +159,12 @@ class Service:
             if name.startswith("_"):
                 continue
             attr = inspect.getattr_static(cls, name)
+            if name in _CONTROLS and attr is not inspect.getattr_static(Service, name):
+                raise TypeError(
+                    f"{cls.__qualname__}.{name} shadows Service.{name}, which handlers "
+                    f"call on self ({', '.join(sorted(_CONTROLS))} are reserved): "
+                    "rename it"
+                )
             if name in _LIFECYCLE:
                 if isinstance(attr, types.FunctionType) and not inspect.iscoroutinefunction(attr):
                     raise TypeError(f"{cls.__qualname__}.{name} must be an async def method")
@@ -176,6 +187,25 @@ class Service:
     async def health(self) -> Mapping[str, object]:
         """Extra detail for `ServiceRef.health`. Include ``"status": "degraded"`` to say so."""
         return {}
+
+    def stop(self, reason: BaseException | None = None) -> None:
+        """Stop this service once the current handler has returned (its reply delivered).
+
+        Without *reason* it is a normal exit: the service task returns, so a
+        ``TRANSIENT`` child is not restarted and a significant child counts as
+        ended (monitors see ``"normal"``). With *reason* (an exception) it is an
+        abnormal exit: ``terminate(reason)`` runs, then the task raises *reason*,
+        a crash for its supervisor. Either way the service takes no more
+        messages: those still queued fail with `ServiceUnavailableError` (they
+        never ran, so calls by name retry them on the next incarnation), and its
+        name is released at once. Call it from a handler or an owned task;
+        later calls, once it is stopping, change nothing.
+
+        Raises:
+            RuntimeError: the service is not running (still in ``init``, or ended).
+            TypeError: *reason* is neither ``None`` nor an exception.
+        """
+        _core_of(self, "stop()").stop_self(reason)
 
     @classmethod
     def child_spec(
@@ -343,6 +373,7 @@ class _Incarnation:
         "service",
         "started_at",
         "status",
+        "stop_reason",
         "task",
     )
 
@@ -371,6 +402,8 @@ class _Incarnation:
         self._ended_event: trio.Event | None = None
         self.task: Task | None = None  # the service's own task, once it runs
         self.current: _Message | None = None  # the message whose handler runs
+        # Set by Service.stop: None (not asked), True (normal) or the reason.
+        self.stop_reason: BaseException | bool | None = None
 
     # -- callers' side --
 
@@ -433,7 +466,8 @@ class _Incarnation:
     # -- the service's side --
 
     def fail_queued(self) -> None:
-        """Answer every message still queued: it never ran."""
+        """Release the name and answer every message still queued: it never ran."""
+        self.unregister()
         dropped_casts = 0
         while True:
             try:
@@ -453,6 +487,17 @@ class _Incarnation:
                 extra={"service": self.name, "dropped_casts": dropped_casts},
             )
 
+    def stop_self(self, reason: BaseException | None) -> None:
+        if reason is not None and not isinstance(reason, BaseException):
+            raise TypeError(
+                f"stop(reason): reason must be an exception or None, got "
+                f"{type(reason).__name__}: {reason!r}"
+            )
+        if self.status != _RUNNING_S:
+            return  # already stopping: the first reason stands
+        self.stop_reason = True if reason is None else reason
+        self.request_stop()
+
     def request_stop(self) -> None:
         """Graceful stop: finish the current handler, run nothing more."""
         if self.status in (_STOPPING, _ENDED):
@@ -462,6 +507,15 @@ class _Incarnation:
         # makes new senders fail at once instead of queueing for nobody.
         self.fail_queued()
 
+    def unregister(self) -> None:
+        # As soon as it begins to stop (before terminate runs): whoever looks the
+        # name up, or waits for it, sees only the next incarnation.
+        registry, name = self.registry, self.name
+        if registry is not None and name is not None:
+            held = registry._entries.get(name)
+            if isinstance(held, ServiceRef) and held._core is self:
+                registry._unregister(name, held)
+
     def ended(self) -> trio.Event:
         if self._ended_event is None:
             self._ended_event = trio.Event()
@@ -470,6 +524,7 @@ class _Incarnation:
         return self._ended_event
 
     def finish(self, reason: str | BaseException) -> None:
+        self.service._trioscope_core = None  # no cycle through a crash's traceback
         self.status = _ENDED
         self.reason = reason
         if self._ended_event is not None:
@@ -611,6 +666,18 @@ class _Incarnation:
                 "restarts": self.restarts,
             },
         )
+
+
+def _core_of(service: Service, what: str) -> _Incarnation:
+    core = service._trioscope_core
+    if core is None or core.status == _STARTING:
+        when = "during init()" if core is not None else "outside a running service"
+        raise RuntimeError(
+            f"{type(service).__qualname__}.{what} was called {when}: it is for handlers "
+            "and owned tasks of a running service"
+            + (" (to fail the start, raise from init())" if core is not None else "")
+        )
+    return core
 
 
 def _reason_text(reason: str | BaseException | None) -> str:
@@ -885,6 +952,7 @@ class _ServiceStart(_Startable):
             registry._register(name, ref)
         reason: str | BaseException = "killed"
         core.task = current_task()
+        service._trioscope_core = core
         try:
             try:
                 if self.cls.init is not Service.init:
@@ -937,6 +1005,10 @@ class _ServiceStart(_Startable):
                         core.handled += 1
                         _reply(msg, outcome.Value(result))
                     del coro  # finished: not kept alive while idle
+                if isinstance(core.stop_reason, BaseException):
+                    # Service.stop(reason): an abnormal exit, as a crash after
+                    # the reply (terminate(reason) runs, below).
+                    raise core.stop_reason
             except BaseException as exc:
                 reason = core.loop_failed(exc, reason)
                 # A crash (core.reason) runs terminate within the child's shutdown
@@ -952,7 +1024,7 @@ class _ServiceStart(_Startable):
                     reason = core.terminate_raised(exc, reason)
                     raise
             # Only now: a terminate cut off at the shutdown budget was "killed".
-            reason = "shutdown"
+            reason = "normal" if core.stop_reason is True else "shutdown"
         finally:
             if registry is not None:
                 assert name is not None

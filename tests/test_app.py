@@ -235,3 +235,51 @@ async def test_a_second_sigint_ends_a_stop_that_hangs() -> None:
         ["ready", "stopping", "forever", "interrupted"],
     ), errors.decode()
     assert process.returncode == 3
+
+
+_PORT_APP = textwrap.dedent(
+    """
+    import functools
+    import trio
+    import trioscope
+
+    async def echo(stream):
+        await stream.send_all(await stream.receive_some())
+
+    def on_started(sup):
+        # The root supervisor, once every child is ready: the app can say its port.
+        [listener] = sup.which_children()[0].value
+        print("port", listener.socket.getsockname()[1], flush=True)
+
+    trioscope.run(
+        [trioscope.ChildSpec("echo", functools.partial(trio.serve_tcp, echo, 0, host="127.0.0.1"))],
+        on_started=on_started,
+    )
+    print("returned", flush=True)
+    """
+)
+
+
+async def test_run_calls_on_started_with_the_root_supervisor() -> None:
+    command = [sys.executable, "-c", _PORT_APP]
+    output = b""
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            process = await nursery.start(
+                functools.partial(trio.run_process, command, stdout=subprocess.PIPE, check=False)
+            )
+            assert process.stdout is not None
+            while b"\n" not in output:
+                chunk = await process.stdout.receive_some()
+                assert chunk, f"the app exited before it was ready: {output!r}"
+                output += chunk
+            word, port = output.decode().split()
+            assert word == "port"
+            async with await trio.open_tcp_stream("127.0.0.1", int(port)) as stream:
+                await stream.send_all(b"ping")
+                assert await stream.receive_some() == b"ping"
+            process.send_signal(signal.SIGINT)
+            async for chunk in process.stdout:
+                output += chunk
+    assert process.returncode == 0
+    assert output.decode().split()[2:] == ["returned"]

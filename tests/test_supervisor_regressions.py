@@ -693,7 +693,7 @@ async def test_task_supervisor_cancel_leaks_no_group(caplog: pytest.LogCaptureFi
     """
     events: list[str] = []
     with no_stray_cancel():
-        async with trioscope.open_task_supervisor(name="jobs") as tasks:
+        async with trioscope.open_task_supervisor(id="jobs") as tasks:
             tasks.start_soon(_with_a_nursery_failing_on_cancel, events)
             await wait_all_tasks_blocked()
             tasks.cancel()

@@ -33,7 +33,7 @@ async def test_start_soon_failure_is_logged_and_cancels_nothing_else(
         await trio.sleep(5)
         events.append("steady done")
 
-    async with trioscope.open_task_supervisor(name="jobs") as tasks:
+    async with trioscope.open_task_supervisor(id="jobs") as tasks:
         tasks.start_soon(steady)
         tasks.start_soon(fail, "job one")
         await wait_all_tasks_blocked()
@@ -43,7 +43,7 @@ async def test_start_soon_failure_is_logged_and_cancels_nothing_else(
     assert trio.current_time() == 5
     [record] = [r for r in caplog.records if r.name == "trioscope.tasks"]
     assert record.levelno == logging.ERROR
-    assert record.getMessage() == "task supervisor 'jobs': task fail failed"
+    assert record.getMessage() == "task supervisor 'jobs': task fail failed with Boom: job one"
     assert record.supervisor == "jobs"  # type: ignore[attr-defined]
     assert record.event == "task_failed"  # type: ignore[attr-defined]
     assert record.exc_info is not None
@@ -121,7 +121,7 @@ async def test_run_when_the_supervisor_is_cancelled() -> None:
     errors: list[Exception] = []
     async with trio.open_nursery() as nursery:
         with no_stray_cancel():
-            async with trioscope.open_task_supervisor(name="jobs") as tasks:
+            async with trioscope.open_task_supervisor(id="jobs") as tasks:
 
                 async def caller() -> None:
                     try:
@@ -134,7 +134,8 @@ async def test_run_when_the_supervisor_is_cancelled() -> None:
                 tasks.cancel()
     [error] = errors
     assert str(error) == (
-        "service task supervisor 'jobs' is unavailable: it closed before sleep_forever finished"
+        "service task supervisor 'jobs' is unavailable: it was cancelled "
+        "(TaskSupervisor.cancel()) before sleep_forever finished"
     )
 
 
@@ -216,7 +217,7 @@ async def test_outer_cancellation_propagates_when_both_are_cancelled() -> None:
 
 
 async def test_repr() -> None:
-    async with trioscope.open_task_supervisor(name="jobs") as tasks:
+    async with trioscope.open_task_supervisor(id="jobs") as tasks:
         tasks.start_soon(trio.sleep_forever)
         assert repr(tasks) == "<TaskSupervisor 'jobs' 1 tasks>"
         tasks.cancel()
@@ -246,3 +247,24 @@ async def test_a_keyboard_interrupt_in_a_task_cancels_the_rest_and_is_raised_bar
         await run()
     assert type(info.value) is KeyboardInterrupt
     assert cancelled == ["sibling"]
+
+
+async def test_run_when_the_block_fails_says_it_closed() -> None:
+    errors: list[Exception] = []
+
+    async def caller(tasks: trioscope.TaskSupervisor) -> None:
+        try:
+            await tasks.run(trio.sleep_forever)
+        except trioscope.ServiceUnavailableError as exc:
+            errors.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(Boom):
+            async with trioscope.open_task_supervisor(id="jobs") as tasks:
+                nursery.start_soon(caller, tasks)
+                await wait_all_tasks_blocked()
+                raise Boom("the body failed")
+    [error] = errors
+    assert str(error) == (
+        "service task supervisor 'jobs' is unavailable: it closed before sleep_forever finished"
+    )

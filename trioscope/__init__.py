@@ -13,8 +13,8 @@ from ._child_spec import Backoff as Backoff
 from ._child_spec import ChildSpec as ChildSpec
 from ._child_spec import Restart as Restart
 from ._errors import AlreadyRegisteredError as AlreadyRegisteredError
-from ._errors import CallTimeoutError as CallTimeoutError
 from ._errors import CallingSelfError as CallingSelfError
+from ._errors import CallTimeoutError as CallTimeoutError
 from ._errors import ChildStateError as ChildStateError
 from ._errors import MailboxFullError as MailboxFullError
 from ._errors import MaxChildrenError as MaxChildrenError
@@ -49,11 +49,16 @@ from ._supervisor import ChildCounts as ChildCounts
 from ._supervisor import ChildInfo as ChildInfo
 from ._supervisor import Strategy as Strategy
 from ._supervisor import Supervisor as Supervisor
+from ._supervisor import dynamic_supervisor_spec as dynamic_supervisor_spec
 from ._supervisor import open_dynamic_supervisor as open_dynamic_supervisor
 from ._supervisor import open_supervisor as open_supervisor
 from ._supervisor import supervisor_spec as supervisor_spec
+from ._supervisor import whereis_supervisor as whereis_supervisor
+from ._task_supervisor import TaskInfo as TaskInfo
 from ._task_supervisor import TaskSupervisor as TaskSupervisor
 from ._task_supervisor import open_task_supervisor as open_task_supervisor
+from ._task_supervisor import task_supervisor_spec as task_supervisor_spec
+from ._task_supervisor import whereis_task_supervisor as whereis_task_supervisor
 
 __version__ = "0.1.0.dev0"
 
@@ -89,6 +94,7 @@ __all__ = [
     "Strategy",
     "Supervisor",
     "SupervisorClosedError",
+    "TaskInfo",
     "TaskSupervisor",
     "TrioscopeError",
     "UnknownChildError",
@@ -96,6 +102,7 @@ __all__ = [
     "call",
     "cast",
     "current_registry",
+    "dynamic_supervisor_spec",
     "monitor",
     "open_dynamic_supervisor",
     "open_registry",
@@ -104,8 +111,11 @@ __all__ = [
     "run",
     "serve",
     "supervisor_spec",
+    "task_supervisor_spec",
     "wait_for_service",
     "whereis",
+    "whereis_supervisor",
+    "whereis_task_supervisor",
 ]
 
 

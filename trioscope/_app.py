@@ -19,7 +19,7 @@ import functools
 import logging
 import random
 import signal
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import trio
 
@@ -123,10 +123,17 @@ def run(
     auto_shutdown: AutoShutdown = "never",
     id: str = "supervisor",
     rng: random.Random | None = None,
+    on_started: Callable[[Supervisor], object] | None = None,
 ) -> None:
     """Run an application: `trio.run` of `serve`. Stops gracefully on SIGINT/SIGTERM.
 
-    The keywords are the root supervisor's, as for `open_supervisor`.
+    The keywords are the root supervisor's, as for `open_supervisor`, and:
+
+    Args:
+        on_started: Called (synchronously, in Trio) with the root `Supervisor`
+            once every child is ready, as ``await nursery.start(serve, ...)``
+            would return it: an app listening on port 0 can print its port.
+            If it raises, the application stops in order and `run` raises that.
     """
     trio.run(
         functools.partial(
@@ -139,5 +146,21 @@ def run(
             auto_shutdown=auto_shutdown,
             id=id,
             rng=rng,
+            task_status=(
+                trio.TASK_STATUS_IGNORED if on_started is None else _OnStarted(on_started)
+            ),
         )
     )
+
+
+class _OnStarted:
+    """A `trio.TaskStatus` that hands the started root supervisor to a callback."""
+
+    __slots__ = ("callback",)
+
+    def __init__(self, callback: Callable[[Supervisor], object]) -> None:
+        self.callback = callback
+
+    def started(self, value: Supervisor | None = None) -> None:
+        assert value is not None  # serve starts with its root supervisor
+        self.callback(value)

@@ -21,10 +21,20 @@ import enum
 import math
 import random
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, Generic, Protocol
 
 import attrs
 import trio
+
+if TYPE_CHECKING:
+    # A default (PEP 696) keeps an unparameterized ``ChildSpec`` usable under --strict.
+    from typing_extensions import TypeVar
+
+    T_co = TypeVar("T_co", covariant=True, default=Any)
+else:
+    from typing import TypeVar
+
+    T_co = TypeVar("T_co", covariant=True)
 
 DEFAULT_SHUTDOWN_S: Final = 5.0
 """Seconds a child that can stop gracefully gets before it is cancelled."""
@@ -116,7 +126,19 @@ def _check_id(_inst: object, _attr: object, value: str) -> None:
         raise ValueError("ChildSpec.id must not be empty")
 
 
-def _check_start(_inst: object, _attr: object, value: Callable[..., Awaitable[Any]]) -> None:
+def _check_start(_inst: object, _attr: object, value: object) -> None:
+    if isinstance(value, type):
+        # Calling a class makes an instance (or, for a service, fails on task_status).
+        hint = (
+            f"use {value.__qualname__}.child_spec(...) to make a service's ChildSpec"
+            if callable(getattr(value, "child_spec", None))
+            else "(calling it would make an instance, not run a task)"
+        )
+        sep = ": " if hint.startswith("use") else " "
+        raise TypeError(
+            "ChildSpec.start must be an async callable taking task_status=..., "
+            f"got the class {value.__qualname__}{sep}{hint}"
+        )
     if not callable(value):
         raise TypeError(
             f"ChildSpec.start must be an async callable taking task_status=..., "
@@ -138,13 +160,25 @@ def _check_backoff(_inst: object, _attr: object, value: Backoff | None) -> None:
         raise TypeError(f"ChildSpec.backoff must be a trioscope.Backoff or None, got {value!r}")
 
 
+class _StartFn(Protocol[T_co]):
+    """An async callable following Trio's `nursery.start` protocol, started with a *T_co*."""
+
+    def __call__(self, *, task_status: trio.TaskStatus[T_co]) -> Awaitable[object]: ...
+
+
 @attrs.frozen
-class ChildSpec:
-    """What a supervisor needs to start, stop and restart one child."""
+class ChildSpec(Generic[T_co]):
+    """What a supervisor needs to start, stop and restart one child.
+
+    Generic in the value the child passes to ``task_status.started()``:
+    ``ChildSpec("echo", echo)`` is a ``ChildSpec[int]`` when ``echo`` takes
+    ``task_status: trio.TaskStatus[int]``, and ``await sup.start_child(spec)``
+    is then an ``int``. A bare ``ChildSpec`` means ``ChildSpec[Any]``.
+    """
 
     id: str = attrs.field(validator=_check_id)
     """Unique among the children of one supervisor."""
-    start: Callable[..., Awaitable[Any]] = attrs.field(validator=_check_start)
+    start: _StartFn[T_co] = attrs.field(validator=_check_start)
     """``await start(task_status=...)`` runs the child (Trio's `nursery.start` protocol)."""
     restart: Restart = attrs.field(
         default=Restart.PERMANENT, kw_only=True, validator=_check_restart
@@ -203,8 +237,8 @@ class _ChildHandle:
             self._on_stop()
 
 
-class _Startable:
-    """A child that can stop gracefully (services, supervisors).
+class _Startable(Generic[T_co]):
+    """A child that can stop gracefully (services, supervisors), started with a *T_co*.
 
     Calling it follows the plain `nursery.start` protocol; a supervisor calls
     `run` instead, passing a handle through which it requests a graceful stop.
@@ -213,10 +247,10 @@ class _Startable:
     __slots__ = ()
     kind: str = "worker"
 
-    async def run(self, task_status: trio.TaskStatus[Any], handle: _ChildHandle) -> None:
+    async def run(self, task_status: trio.TaskStatus[T_co], handle: _ChildHandle) -> None:
         raise NotImplementedError
 
     def __call__(
-        self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
+        self, *, task_status: trio.TaskStatus[T_co] = trio.TASK_STATUS_IGNORED
     ) -> Coroutine[Any, Any, None]:
         return self.run(task_status, _ChildHandle())

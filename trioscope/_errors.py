@@ -133,12 +133,32 @@ class MailboxFullError(TrioscopeError, trio.WouldBlock):
 class StartError(TrioscopeError):
     """A supervised child failed to start; ``__cause__`` is why."""
 
-    def __init__(self, child_id: str, supervisor: str) -> None:
+    def __init__(
+        self, child_id: str, supervisor: str, *, stopped: int = 0, call: str | None = None
+    ) -> None:
         self.child_id = child_id
         self.supervisor = supervisor
+        self.stopped = stopped
+        """How many children, started before it, were stopped (when opening)."""
+        self.call = call
+        """``"start_child"`` or ``"restart_child"`` when one of those failed, else ``None``."""
+        if call == "start_child":
+            what = " in start_child"
+            then = "it was not added, and the other children were not touched"
+        elif call is not None:
+            what = f" in {call}"
+            then = "it stays stopped, and the other children were not touched"
+        else:
+            what = ""
+            if stopped == 0:
+                then = "it was the first child, so no other child had started"
+            elif stopped == 1:
+                then = "the child started before it was stopped"
+            else:
+                then = "the children started before it were stopped in reverse order"
         super().__init__(
-            f"child {child_id!r} of supervisor {supervisor!r} failed to start (see the cause); "
-            "the children started before it were stopped in reverse order"
+            f"child {child_id!r} of supervisor {supervisor!r} failed to start{what} "
+            f"(see the cause); {then}"
         )
 
 

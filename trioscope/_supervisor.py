@@ -40,8 +40,13 @@ import math
 import random
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Any, Final, Literal, final
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    nullcontext,
+)
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast, final
 
 import attrs
 import outcome
@@ -67,11 +72,13 @@ from ._errors import (
 )
 from ._exits import read_exit
 from ._logging import wants
+from ._registry import _current_registry_or_none, _no_registry_error
 
 if TYPE_CHECKING:
     from trio.lowlevel import Task
 
 _log = logging.getLogger("trioscope.supervisor")
+T = TypeVar("T")
 
 DEFAULT_MAX_RESTARTS: Final = 3
 DEFAULT_MAX_SECONDS: Final = 5.0
@@ -321,8 +328,11 @@ class Supervisor:
         auto_shutdown: AutoShutdown = "never",
         dynamic: bool = False,
         handle: _ChildHandle | None = None,
+        name: str | None = None,
     ) -> None:
         self.id = id
+        self.name = name
+        """The name it is registered under in its scope (`whereis_supervisor`), or ``None``."""
         self.strategy = strategy
         self.max_restarts = max_restarts
         self.max_seconds = max_seconds
@@ -407,7 +417,7 @@ class Supervisor:
         self._wakeup()
         return await wait_task_rescheduled(request.abort)
 
-    async def start_child(self, spec: ChildSpec) -> object:
+    async def start_child(self, spec: ChildSpec[T]) -> T:
         """Add a child at the end of the start order, start it, and return its started value.
 
         If the caller is cancelled before the child is ready, the start is given
@@ -431,7 +441,8 @@ class Supervisor:
                     else ""
                 )
             )
-        return await self._ask(_START, spec, "start_child")
+        # The manager answers with what the child passed to started(): a T.
+        return cast("T", await self._ask(_START, spec, "start_child"))
 
     async def terminate_child(self, child: str | object) -> None:
         """Stop a child within its shutdown budget; it stays stopped until `restart_child`.
@@ -575,7 +586,8 @@ class Supervisor:
                 return
             run = await self._start(child, None)
             if not run.was_started and not run.abandoned:
-                start_error = StartError(child.spec.id, self.id)
+                started = sum(1 for c in self._children.values() if c.run is not None)
+                start_error = StartError(child.spec.id, self.id, stopped=started)
                 start_error.__cause__ = self._start_failure(run)
                 self._begin_stop(start_error)
                 return
@@ -671,7 +683,8 @@ class Supervisor:
             # Given up because the supervisor stops (a caller who left hears nothing).
             call = "start_child" if request.kind == _START else "restart_child"
             return outcome.Error(SupervisorClosedError(self.id, call, stopped=False))
-        error = StartError(run.child.spec.id, self.id)
+        call = "start_child" if request.kind == _START else "restart_child"
+        error = StartError(run.child.spec.id, self.id, call=call)
         error.__cause__ = self._start_failure(run)
         return outcome.Error(error)
 
@@ -1193,8 +1206,40 @@ def _take_error(run: _Run) -> BaseException | None:
 
 
 def _describe(error: BaseException) -> str:
+    """``Type: message`` for a log line, or just ``Type`` when it has no message."""
     text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _registered(kind: str, name: str | None, value: object) -> AbstractContextManager[None]:
+    """Register *value* as *name* in the current registry for a ``with`` block (none: no-op).
+
+    Raises:
+        NoRegistryError: a name, and no registry open around the current task.
+        AlreadyRegisteredError: the name is taken in the current registry.
+    """
+    if name is None:
+        return nullcontext()
+    registry = _current_registry_or_none()
+    if registry is None:
+        raise _no_registry_error(f"registering {kind} {name!r}")
+    return registry.registered(name, value)
+
+
+def whereis_supervisor(name: str) -> Supervisor | None:
+    """The supervisor (static or dynamic) registered as *name*, seen from here, or ``None``.
+
+    Raises:
+        NoRegistryError: no registry is open around the current task.
+        TypeError: *name* holds something that is not a `Supervisor`.
+    """
+    registry = _current_registry_or_none()
+    if registry is None:
+        raise _no_registry_error(f"whereis_supervisor({name!r})")
+    value = registry.lookup(name)
+    if value is None or isinstance(value, Supervisor):
+        return value
+    raise TypeError(f"name {name!r} is registered to {value!r}, which is not a Supervisor")
 
 
 @asynccontextmanager
@@ -1212,6 +1257,7 @@ async def _open(
     handle: _ChildHandle | None = None,
     dynamic: bool = False,
     on_stop: Callable[[], object] | None = None,
+    name: str | None = None,
 ) -> AsyncIterator[Supervisor]:
     specs = _check_children(children)
     _check_options(strategy, max_restarts, max_seconds, auto_shutdown)
@@ -1232,6 +1278,7 @@ async def _open(
         auto_shutdown=auto_shutdown,
         dynamic=dynamic,
         handle=handle,
+        name=name,
     )
     sup._on_stop = on_stop
     for spec in specs:
@@ -1242,21 +1289,24 @@ async def _open(
     # closed, so the opener sees bare exceptions, never an ExceptionGroup.
     # The manager starts the children: they run in the context it was spawned
     # with, this one, so their registry scope is always the supervisor's.
+    # A name is registered before any child starts (so children can find their
+    # supervisor), and released once every child has stopped.
     body_error: BaseException | None = None
-    async with trio.open_nursery() as nursery:
-        sup._nursery = nursery
-        nursery.start_soon(sup._manage, name=f"trioscope supervisor {id!r}")
-        try:
-            await sup._ready.wait()
-            if sup._error is None and sup._interrupted is None:
-                with sup._body_scope:
-                    yield sup
-        except BaseException as exc:
-            body_error = exc
-            interrupt = read_exit(exc).interrupt
-            if interrupt is not None:
-                sup._interrupt(interrupt)
-        await sup._close()
+    with _registered("supervisor", name, sup):
+        async with trio.open_nursery() as nursery:
+            sup._nursery = nursery
+            nursery.start_soon(sup._manage, name=f"trioscope supervisor {id!r}")
+            try:
+                await sup._ready.wait()
+                if sup._error is None and sup._interrupted is None:
+                    with sup._body_scope:
+                        yield sup
+            except BaseException as exc:
+                body_error = exc
+                interrupt = read_exit(exc).interrupt
+                if interrupt is not None:
+                    sup._interrupt(interrupt)
+            await sup._close()
     if sup._interrupted is not None:
         # Never swallowed, and it wins over any other outcome.
         interrupted = sup._interrupted
@@ -1281,6 +1331,7 @@ def open_supervisor(
     auto_shutdown: AutoShutdown = "never",
     id: str = "supervisor",
     rng: random.Random | None = None,
+    name: str | None = None,
 ) -> AbstractAsyncContextManager[Supervisor]:
     """Start *children* in order, each awaited until ready, and supervise them.
 
@@ -1301,9 +1352,14 @@ def open_supervisor(
             block exits without error.
         id: The supervisor's name in logs and errors.
         rng: The random source for backoff jitter (default `JITTER_RANDOM`).
+        name: Register the supervisor under this name in the current registry,
+            before its children start and until they have all stopped; find it
+            with `whereis_supervisor`.
 
     Raises:
         StartError: a child failed to start (those started before it were stopped).
+        NoRegistryError: a *name*, and no registry is open.
+        AlreadyRegisteredError: the *name* is taken (no child was started).
         RestartIntensityExceededError: the supervisor gave up.
         ValueError: two children share an id, or a significant child with
             ``auto_shutdown="never"``.
@@ -1318,7 +1374,16 @@ def open_supervisor(
         max_children=None,
         rng=rng,
         auto_shutdown=auto_shutdown,
+        name=name,
     )
+
+
+def _check_max_children(max_children: int | None) -> None:
+    if max_children is not None:
+        if not _is_int(max_children):
+            raise TypeError(f"max_children must be None or an int, got {max_children!r}")
+        if max_children < 0:
+            raise ValueError(f"max_children must be >= 0, got {max_children}")
 
 
 def open_dynamic_supervisor(
@@ -1329,6 +1394,7 @@ def open_dynamic_supervisor(
     backoff: Backoff | None = None,
     id: str = "dynamic_supervisor",
     rng: random.Random | None = None,
+    name: str | None = None,
 ) -> AbstractAsyncContextManager[Supervisor]:
     """A one-for-one supervisor that starts empty; add children with `Supervisor.start_child`.
 
@@ -1338,17 +1404,14 @@ def open_dynamic_supervisor(
     forgotten, so churn does not grow it, and leaving the block stops all
     children at once, each within its own budget. `Supervisor.terminate_child`
     keeps the spec until `delete_child`. Significant children are not
-    supported (as Elixir's, which has no auto_shutdown).
+    supported (as Elixir's, which has no auto_shutdown). *name* registers it
+    in the current registry, as for `open_supervisor`.
 
     Raises:
         MaxChildrenError: from `Supervisor.start_child`, when *max_children* are
             already running (stopped children keep their spec, not their slot).
     """
-    if max_children is not None:
-        if not _is_int(max_children):
-            raise TypeError(f"max_children must be None or an int, got {max_children!r}")
-        if max_children < 0:
-            raise ValueError(f"max_children must be >= 0, got {max_children}")
+    _check_max_children(max_children)
     return _open(
         (),
         id=id,
@@ -1359,11 +1422,14 @@ def open_dynamic_supervisor(
         max_children=max_children,
         rng=rng,
         dynamic=True,
+        name=name,
     )
 
 
 @final
-class _SupervisorStart(_Startable):
+class _SupervisorStart(_Startable[Supervisor]):
+    """Runs a nested supervisor (static or dynamic); a stop request leaves its block."""
+
     __slots__ = ("children", "options")
     kind = "supervisor"
 
@@ -1374,8 +1440,8 @@ class _SupervisorStart(_Startable):
     def __repr__(self) -> str:
         return f"<start supervisor {self.options['id']!r}>"
 
-    async def run(self, task_status: trio.TaskStatus[Any], handle: _ChildHandle) -> None:
-        async with _open(self.children, max_children=None, handle=handle, **self.options) as sup:
+    async def run(self, task_status: trio.TaskStatus[Supervisor], handle: _ChildHandle) -> None:
+        async with _open(self.children, handle=handle, **self.options) as sup:
             stop = trio.Event()
             handle.on_stop(stop.set)
             task_status.started(sup)
@@ -1396,12 +1462,14 @@ def supervisor_spec(
     significant: bool = False,
     child_backoff: Backoff | None = None,
     rng: random.Random | None = None,
-) -> ChildSpec:
+    name: str | None = None,
+) -> ChildSpec[Supervisor]:
     """A `ChildSpec` that runs a nested supervisor (whose started value is its `Supervisor`).
 
     If the nested supervisor gives up, its parent sees that as the child's
     crash: escalation. *backoff* applies to its children; *child_backoff* to
-    its own restarts by its parent.
+    its own restarts by its parent. *name* registers each incarnation in the
+    parent's registry scope (`whereis_supervisor`).
     """
     specs = _check_children(children)
     _check_options(strategy, max_restarts, max_seconds, auto_shutdown)
@@ -1417,6 +1485,8 @@ def supervisor_spec(
             "backoff": backoff,
             "auto_shutdown": auto_shutdown,
             "rng": rng,
+            "max_children": None,
+            "name": name,
         },
     )
     return ChildSpec(
@@ -1427,3 +1497,46 @@ def supervisor_spec(
         significant=significant,
         backoff=child_backoff,
     )
+
+
+def dynamic_supervisor_spec(
+    *,
+    id: str,
+    max_children: int | None = None,
+    max_restarts: int = DEFAULT_MAX_RESTARTS,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+    backoff: Backoff | None = None,
+    restart: Restart = Restart.PERMANENT,
+    shutdown: float = math.inf,
+    child_backoff: Backoff | None = None,
+    rng: random.Random | None = None,
+    name: str | None = None,
+) -> ChildSpec[Supervisor]:
+    """A `ChildSpec` that runs a nested dynamic supervisor (as `open_dynamic_supervisor`).
+
+    Its started value is its `Supervisor`; add children with
+    `Supervisor.start_child`. It stops like any nested supervisor: all its
+    children at once, each within its own budget, the whole bounded by
+    *shutdown* (unbounded by default). *backoff* applies to its children;
+    *child_backoff* to its own restarts by its parent. *name* registers each
+    incarnation in the parent's registry scope (`whereis_supervisor`).
+    """
+    _check_options(Strategy.ONE_FOR_ONE, max_restarts, max_seconds)
+    _check_max_children(max_children)
+    if backoff is not None and not isinstance(backoff, Backoff):
+        raise TypeError(f"backoff must be a trioscope.Backoff or None, got {backoff!r}")
+    start = _SupervisorStart(
+        (),
+        {
+            "id": id,
+            "strategy": Strategy.ONE_FOR_ONE,
+            "max_restarts": max_restarts,
+            "max_seconds": max_seconds,
+            "backoff": backoff,
+            "rng": rng,
+            "max_children": max_children,
+            "dynamic": True,
+            "name": name,
+        },
+    )
+    return ChildSpec(id, start, restart=restart, shutdown=shutdown, backoff=child_backoff)

@@ -476,3 +476,67 @@ async def test_every_by_name_path_in_a_task_that_outlived_its_registry_says_it_c
         "current_registry": closed_registry("current_registry()", "scope"),
         "by_name.whereis": closed_registry("whereis('c')", "scope"),
     }
+
+
+# -- what supervisors tell the registry -------------------------------------------
+
+
+async def test_the_supervisor_helpers_note_only_named_services() -> None:
+    from trioscope._names import _expect_restart, _unexpect_restart
+
+    async with trioscope.open_registry() as reg:
+        named = Slow.child_spec(name="db")
+        _expect_restart(reg, named, "backoff", 4.0)
+        assert reg._expectation("db") == ("backoff", 4.0)
+        _expect_restart(reg, named, "restarting", None)
+        assert reg._expectation("db") == ("restarting", None)
+        _unexpect_restart(reg, named)
+        assert reg._expectation("db") is None
+        # Unnamed services and plain Trio children register nothing: no-ops.
+        _expect_restart(reg, Slow.child_spec(), "backoff", 4.0)
+        _expect_restart(reg, trioscope.ChildSpec("plain", trio.sleep_forever), "backoff", 4.0)
+        assert reg._expected == {}
+        # So is a supervisor that opened outside every registry.
+        _expect_restart(None, named, "backoff", 4.0)
+        _unexpect_restart(None, named)
+
+
+async def test_wait_for_service_after_a_supervised_crash_returns_the_restart(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        trioscope.open_registry(isolated=True),
+        trioscope.open_supervisor([Slow.child_spec(name="s")]),
+    ):
+        first = await trioscope.wait_for_service("s", Slow)
+        await first.cast(Slow.crash)
+        second = await trioscope.wait_for_service("s", Slow, after=first)
+        assert second.incarnation != first.incarnation
+        assert await second.call(Slow.incr) == 1
+
+
+@pytest.mark.xfail(
+    reason="needs the supervisor to call _expect_restart/_unexpect_restart (issue 8 item 6)",
+    strict=True,
+)
+async def test_a_call_by_name_to_a_supervised_child_in_backoff_says_so(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    spec = Slow.child_spec(name="s", backoff=trioscope.Backoff(initial=8.0, jitter=0.0))
+    async with trioscope.open_registry(isolated=True), trioscope.open_supervisor([spec]):
+        first = await trioscope.wait_for_service("s")
+        await first.cast(Slow.crash)
+        await trio.testing.wait_all_tasks_blocked()
+        t0 = trio.current_time()
+        with pytest.raises(
+            ServiceUnavailableError,
+            match=exactly(
+                "service 's' is unavailable: no live service took the call within 5 s: "
+                f"its child is in backoff, restarting in 3 s (at {t0 + 8:g} on the Trio clock); "
+                "give the call a longer timeout, e.g. trioscope.by_name('s', timeout=...)"
+            ),
+        ):
+            await trioscope.call("s", Slow.incr)
+        # A budget past the backoff rides through the restart.
+        assert await trioscope.by_name("s", Slow, timeout=10).call(Slow.incr) == 1
+        assert trioscope.current_registry()._expectation("s") is None

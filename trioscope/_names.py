@@ -26,7 +26,7 @@ import difflib
 import inspect
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, Generic, TypeVar, final, overload
+from typing import Any, Final, Generic, Protocol, TypeVar, final, overload
 
 import trio
 from trio.lowlevel import current_task
@@ -34,7 +34,14 @@ from trio.lowlevel import current_task
 from ._child_spec import _check_seconds
 from ._errors import CallTimeoutError, ServiceUnavailableError, _NotRunError
 from ._registry import Registry, _current_registry_or_none, _no_registry_error
-from ._service import DEFAULT_CALL_TIMEOUT_S, Service, ServiceRef, _Incarnation, _Message
+from ._service import (
+    DEFAULT_CALL_TIMEOUT_S,
+    Service,
+    ServiceRef,
+    _Incarnation,
+    _Message,
+    _ServiceStart,
+)
 
 if sys.version_info >= (3, 11):
     from typing import Concatenate, ParamSpec
@@ -400,3 +407,39 @@ def _gave_up(
         f"{head} (nothing registered under that name{ran}); "
         "is it started under a supervisor in this registry scope?"
     )
+
+
+# -- what supervisors tell the registry (so calls by name can say why) ---------
+
+
+class _HasStart(Protocol):
+    """A `ChildSpec` (whatever it is generic in), as far as these helpers look."""
+
+    @property
+    def start(self) -> object: ...
+
+
+def _child_name(spec: _HasStart) -> str | None:
+    """The name the child of *spec* registers, if it is a named service."""
+    start = spec.start
+    return start.name if isinstance(start, _ServiceStart) else None
+
+
+def _expect_restart(
+    registry: Registry | None, spec: _HasStart, status: str, restart_at: float | None
+) -> None:
+    """A supervisor's child of *spec* is *status* (``"backoff"``/``"restarting"``).
+
+    The supervisor calls it with the registry open around it when it opened
+    (its children register there); a no-op for unnamed children or no registry.
+    """
+    name = _child_name(spec)
+    if name is not None and registry is not None:
+        registry._expect(name, status, restart_at)
+
+
+def _unexpect_restart(registry: Registry | None, spec: _HasStart) -> None:
+    """The supervisor's child of *spec* will not start again (stopped, or given up)."""
+    name = _child_name(spec)
+    if name is not None and registry is not None:
+        registry._unexpect(name)

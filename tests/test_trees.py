@@ -152,7 +152,7 @@ async def test_a_nested_task_supervisor_stops_its_tasks_gracefully(
     assert events == ["job cleaned up at 1"]
 
 
-async def test_a_nested_task_supervisor_is_cancelled_at_its_deadline(
+async def test_stopping_a_nested_task_supervisor_cancels_its_tasks_at_once(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     events: list[str] = []

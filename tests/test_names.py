@@ -540,3 +540,46 @@ async def test_a_call_by_name_to_a_supervised_child_in_backoff_says_so(
         # A budget past the backoff rides through the restart.
         assert await trioscope.by_name("s", Slow, timeout=10).call(Slow.incr) == 1
         assert trioscope.current_registry()._expectation("s") is None
+
+
+async def test_a_call_by_name_that_waited_for_mailbox_space_has_no_stray_context(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with services() as (_, nursery):
+        ref, scope = await start(nursery, Slow.child_spec(name="s", mailbox_size=1))
+
+        async def busy() -> None:
+            with pytest.raises(ServiceUnavailableError):
+                await ref.with_timeout(math.inf).call(Slow.slow_get, 100)
+
+        nursery.start_soon(busy)
+        await trio.testing.wait_all_tasks_blocked()
+        await ref.cast(Slow.incr)  # the mailbox is now full
+        # Timed out while waiting for space: a timeout, with nothing chained.
+        with pytest.raises(trioscope.CallTimeoutError) as timed_out:
+            await trioscope.by_name("s", timeout=2).call(Slow.incr)
+        assert timed_out.value.__context__ is None
+        assert timed_out.value.__cause__ is None
+        # Waiting for space when the incarnation is killed: never ran, so it
+        # waits for the next one, and gives up with a plain error.
+        results: list[BaseException] = []
+
+        async def caller() -> None:
+            try:
+                await trioscope.by_name("s", timeout=2).call(Slow.incr)
+            except ServiceUnavailableError as exc:
+                results.append(exc)
+
+        nursery.start_soon(caller)
+        await trio.testing.wait_all_tasks_blocked()
+        scope.cancel()
+        await trio.sleep(3)
+        [error] = results
+        assert type(error) is ServiceUnavailableError
+        assert error.__context__ is None
+        assert error.__cause__ is None
+        assert str(error) == (
+            "service 's' is unavailable: no live service took the call within 2 s "
+            "(nothing registered under that name ran it); is it started under a supervisor "
+            "in this registry scope?"
+        )

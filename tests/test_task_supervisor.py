@@ -258,13 +258,27 @@ async def test_run_when_the_block_fails_says_it_closed() -> None:
         except trioscope.ServiceUnavailableError as exc:
             errors.append(exc)
 
+    async def failing_block(nursery: trio.Nursery) -> None:
+        async with trioscope.open_task_supervisor(id="jobs") as tasks:
+            nursery.start_soon(caller, tasks)
+            await wait_all_tasks_blocked()
+            raise Boom("the body failed")
+
     async with trio.open_nursery() as nursery:
         with pytest.raises(Boom):
-            async with trioscope.open_task_supervisor(id="jobs") as tasks:
-                nursery.start_soon(caller, tasks)
-                await wait_all_tasks_blocked()
-                raise Boom("the body failed")
+            await failing_block(nursery)
     [error] = errors
     assert str(error) == (
         "service task supervisor 'jobs' is unavailable: it closed before sleep_forever finished"
+    )
+
+
+async def test_run_after_the_block_says_it_has_closed() -> None:
+    async with trioscope.open_task_supervisor(id="jobs") as tasks:
+        pass
+    with pytest.raises(trioscope.ServiceUnavailableError) as info:
+        await tasks.run(trio.sleep, 0)
+    assert str(info.value) == (
+        "service task supervisor 'jobs' is unavailable: it has closed (its async with block "
+        "has exited), so sleep did not run"
     )

@@ -88,6 +88,7 @@ class TaskSupervisor:
         self._tasks: dict[int, _Task] = {}
         self._serials = itertools.count(1)
         self._cancelled = False
+        self._closed = False  # its block has exited
         self._interrupted: BaseException | None = None
 
     def _interrupt(self, exc: BaseException) -> None:
@@ -224,11 +225,15 @@ class TaskSupervisor:
             MaxChildrenError: it already runs *max_children* tasks.
         """
         label = _label(fn)
-        if self._cancelled:
+        if self._cancelled or self._closed:
             await trio.lowlevel.checkpoint()
+            why = (
+                "it has closed (its async with block has exited)"
+                if self._closed
+                else "it was cancelled (TaskSupervisor.cancel())"
+            )
             raise ServiceUnavailableError(
-                f"task supervisor {self.id!r}",
-                f"it was cancelled (TaskSupervisor.cancel()), so {label} did not run",
+                f"task supervisor {self.id!r}", f"{why}, so {label} did not run"
             )
         try:
             task = self._add(fn, None)
@@ -302,6 +307,7 @@ async def _open(
             except BaseException as exc:
                 body_error = exc
                 nursery.cancel_scope.cancel()
+    supervisor._closed = True
     if supervisor._interrupted is not None:
         raise supervisor._interrupted
     if body_error is not None:

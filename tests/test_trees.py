@@ -379,6 +379,45 @@ async def test_a_nested_named_supervisor_is_found_again_after_a_restart() -> Non
             assert whereis_supervisor("inner") is second is not first
 
 
+async def test_children_find_their_supervisor_by_name_while_they_start() -> None:
+    seen: list[object] = []
+
+    async def child(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        seen.append(whereis_supervisor("root"))
+        task_status.started()
+        await trio.sleep_forever()
+
+    async with trioscope.open_registry(), open_supervisor([ChildSpec("c", child)], name="root"):
+        assert seen == [whereis_supervisor("root")]
+        assert isinstance(seen[0], Supervisor)
+        assert seen[0].name == "root"
+
+
+async def test_a_named_nested_supervisor_without_a_registry_fails_to_start() -> None:
+    with pytest.raises(StartError) as info:
+        async with open_supervisor([task_supervisor_spec(id="jobs", name="jobs")], id="app"):
+            pytest.fail("the body must not run")  # pragma: no cover
+    assert isinstance(info.value.__cause__, NoRegistryError)
+    assert str(info.value.__cause__).startswith(
+        "registering task supervisor 'jobs' needs a registry, and none is open"
+    )
+
+
+async def test_a_named_nested_task_supervisor_is_registered_again_when_it_restarts() -> None:
+    async with trioscope.open_registry():
+        spec = task_supervisor_spec(id="jobs", name="jobs")
+        async with open_supervisor([spec]) as root:
+            first = whereis_task_supervisor("jobs")
+            assert first is not None
+            assert first.name == "jobs"
+            first.cancel()  # its block exits normally: a PERMANENT child restarts
+            await wait_all_tasks_blocked()
+            second = whereis_task_supervisor("jobs")
+            assert second is not None
+            assert second is not first
+            assert root.which_children()[0].restarts == 1
+
+
 # -- item 11: run's on_started hook --------------------------------------------------
 # (tested in test_app.py, beside run's other tests)
 

@@ -6,11 +6,12 @@ deferred replies, option names, and names released as soon as a service stops.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
-from test_service import capture, exactly, running, stats
+from test_service import Counter, capture, exactly, running, stats
 
 import trioscope
 from trioscope import (
@@ -353,3 +354,166 @@ async def test_the_name_is_released_before_terminate_runs(
             gate.set()
         assert waited[0] not in (None, first)
         assert trioscope.whereis("slow") == waited[0]
+
+
+# -- 5. tasks and timers owned by an incarnation ----------------------------------------
+
+
+class Ticker(Service):
+    def __init__(self, log: list[object], period: float = 1.0) -> None:
+        self.log = log
+        self.period = period
+        self.ticks = 0
+        self.gate = trio.Event()
+        self.timer: trioscope.Timer | None = None
+
+    async def init(self) -> None:
+        self.start_soon(self.tick_forever)
+
+    async def terminate(self, reason: BaseException | None) -> None:
+        self.log.append(("terminate", self.ticks, reason))
+
+    async def tick_forever(self) -> None:
+        try:
+            while True:
+                await trio.sleep(self.period)
+                self.ticks += 1
+        finally:
+            self.log.append(("ticker ends", self.ticks))
+
+    async def get(self) -> int:
+        return self.ticks
+
+    async def spawn_failing(self, delay: float) -> None:
+        self.start_soon(self.fail_after, delay)
+
+    async def fail_after(self, delay: float) -> None:
+        await trio.sleep(delay)
+        raise RuntimeError("owned task failed")
+
+    async def hold(self) -> str:
+        await self.gate.wait()
+        return "released"
+
+    async def remind(self, seconds: float, note: str) -> None:
+        self.timer = self.send_after(seconds, Ticker.note, note)
+
+    async def note(self, text: str) -> None:
+        self.log.append(("note", text, trio.current_time()))
+
+    async def cancel_reminder(self) -> bool:
+        assert self.timer is not None
+        return self.timer.cancel()
+
+    async def stop_from_a_task(self) -> None:
+        async def later() -> None:
+            await trio.sleep(1)
+            self.stop()
+
+        self.start_soon(later)
+
+
+async def test_an_owned_task_runs_with_the_service_and_is_cancelled_before_terminate(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log: list[object] = []
+    async with running() as host:
+        ref = await host.start(Ticker.child_spec(log=log))
+        await trio.sleep(3.5)
+        assert await ref.call(Ticker.get) == 3
+        await ref.call(Ticker.stop_from_a_task)
+        assert await host.ended(ref) == "returned"
+    assert log == [("ticker ends", 4), ("terminate", 4, None)]
+
+
+async def test_an_owned_task_that_raises_crashes_the_service_and_fails_the_running_call(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log: list[object] = []
+    async with running() as host:
+        ref = await host.start(Ticker.child_spec(log=log, period=10))
+        await ref.call(Ticker.spawn_failing, 1)
+        with pytest.raises(ServiceCrashedError) as info:
+            await ref.with_timeout(math.inf).call(Ticker.hold)
+        cause = info.value.__cause__
+        assert isinstance(cause, RuntimeError)
+        assert str(cause) == "owned task failed"
+        assert await host.ended(ref) is cause  # bare, not in a group
+        assert log == [("ticker ends", 0), ("terminate", 0, cause)]
+
+
+async def test_an_owned_task_that_raises_while_the_service_is_idle_crashes_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log: list[object] = []
+    async with running() as host:
+        ref = await host.start(Ticker.child_spec(log=log, period=10))
+        await ref.call(Ticker.spawn_failing, 1)
+        exit_ = await host.ended(ref)
+        assert isinstance(exit_, RuntimeError)
+        assert str(exit_) == "owned task failed"
+        assert log == [("ticker ends", 0), ("terminate", 0, exit_)]
+
+
+async def test_a_killed_service_cancels_its_owned_tasks(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log: list[object] = []
+    async with running() as host:
+        ref = await host.start(Ticker.child_spec(log=log))
+        await trio.sleep(2.5)
+        await host.kill(ref)
+        assert host.exits[ref.incarnation] == "cancelled"
+    assert log == [("ticker ends", 2)]
+
+
+async def test_send_after_casts_to_itself_after_the_delay_and_can_be_cancelled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log: list[object] = []
+    async with running() as host:
+        ref = await host.start(Ticker.child_spec(log=log, period=100))
+        start = trio.current_time()
+        await ref.call(Ticker.remind, 5, "first")
+        await trio.sleep(10)
+        assert log == [("note", "first", start + 5)]
+        assert await ref.call(Ticker.cancel_reminder) is False  # fired already
+        await ref.call(Ticker.remind, 5, "second")
+        assert await ref.call(Ticker.cancel_reminder) is True
+        await trio.sleep(10)
+        assert log == [("note", "first", start + 5)]
+
+
+async def test_owned_tasks_and_timers_are_refused_once_the_service_is_stopping() -> None:
+    class Late(Service):
+        async def terminate(self, reason: BaseException | None) -> None:
+            self.start_soon(trio.sleep, 1)
+
+    async with running() as host:
+        ref = await host.start(Late.child_spec(name="late"))
+        ref._core.request_stop()
+        exit_ = await host.ended(ref)
+        assert isinstance(exit_, RuntimeError)
+        assert str(exit_) == (
+            "service 'late' is stopping: it starts no more tasks (its owned tasks are "
+            "cancelled before terminate runs)"
+        )
+
+
+async def test_send_after_checks_its_arguments() -> None:
+    class Bad(Service):
+        async def go(self, seconds: float, fn: Any) -> None:
+            self.send_after(seconds, fn)
+
+        async def ok(self) -> None:
+            pass
+
+    async with running() as host:
+        ref = await host.start(Bad.child_spec())
+        with pytest.raises(ServiceCrashedError) as info:
+            await ref.call(Bad.go, -1, Bad.ok)
+        assert str(info.value.__cause__) == "send_after: seconds must be finite and >= 0, got -1"
+        ref = await host.start(Bad.child_spec())
+        with pytest.raises(ServiceCrashedError) as info:
+            await ref.call(Bad.go, 1, Counter.incr)
+        assert isinstance(info.value.__cause__, TypeError)

@@ -45,6 +45,7 @@ from ._service import Health as Health
 from ._service import Service as Service
 from ._service import ServiceRef as ServiceRef
 from ._service import ServiceStatistics as ServiceStatistics
+from ._service import Timer as Timer
 from ._supervisor import ChildCounts as ChildCounts
 from ._supervisor import ChildInfo as ChildInfo
 from ._supervisor import Strategy as Strategy
@@ -96,6 +97,7 @@ __all__ = [
     "SupervisorClosedError",
     "TaskInfo",
     "TaskSupervisor",
+    "Timer",
     "TrioscopeError",
     "UnknownChildError",
     "by_name",

@@ -74,13 +74,15 @@ from ._mailbox import _Mailbox
 from ._registry import Registry, _current_registry_or_none, _no_registry_error
 
 if sys.version_info >= (3, 11):
-    from typing import Concatenate, ParamSpec
+    from typing import Concatenate, ParamSpec, TypeVarTuple, Unpack
 else:  # pragma: no cover - exercised only on 3.10
     from typing import Concatenate
 
-    from typing_extensions import ParamSpec
+    from typing_extensions import ParamSpec, TypeVarTuple, Unpack
 
 if TYPE_CHECKING:
+    from contextlib import AbstractAsyncContextManager
+
     from trio.lowlevel import Task
 
 DEFAULT_MAILBOX_SIZE: Final = 1024
@@ -99,6 +101,7 @@ _incarnations = itertools.count(1)
 S = TypeVar("S", bound="Service")
 P = ParamSpec("P")
 R = TypeVar("R")
+PosArgsT = TypeVarTuple("PosArgsT")
 
 HealthStatus = Literal["healthy", "degraded", "unavailable"]
 
@@ -206,6 +209,52 @@ class Service:
             TypeError: *reason* is neither ``None`` nor an exception.
         """
         _core_of(self, "stop()").stop_self(reason)
+
+    def start_soon(
+        self, fn: Callable[[Unpack[PosArgsT]], Awaitable[object]], *args: Unpack[PosArgsT]
+    ) -> None:
+        """Run ``await fn(*args)`` as a task owned by this incarnation.
+
+        The task is cancelled when the incarnation stops (before ``terminate``
+        runs). If it raises, the service crashes as if a handler had: the
+        caller of the handler then running gets `ServiceCrashedError` (the
+        task's error as ``__cause__``), ``terminate`` runs with the error, and
+        its supervisor applies the restart type. Started from ``init`` or a
+        handler, the task begins once that returns (the service opens the
+        nursery for its tasks only then, and only if it has any); from an owned
+        task, at once.
+
+        Raises:
+            RuntimeError: the service is stopping or has ended.
+        """
+        _core_of(self, "start_soon()", in_init=True).start_owned(fn, args)
+
+    def send_after(
+        self: S,
+        seconds: float,
+        fn: Callable[Concatenate[S, P], Awaitable[object]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> Timer:
+        """Cast handler *fn* to this service after *seconds* (OTP's ``send_after``).
+
+        The delay runs in a task owned by the incarnation (see `start_soon`), so
+        a restart forgets it. `Timer.cancel` withdraws it before it fires. The
+        message waits for mailbox space like `ServiceRef.cast`; if the service is
+        stopping by then, it is dropped with the incarnation.
+
+        Raises:
+            TypeError: *fn* is not a handler of this service's class.
+            ValueError: *seconds* is negative, infinite or NaN.
+            RuntimeError: the service is stopping or has ended.
+        """
+        core = _core_of(self, "send_after()", in_init=True)
+        core.handler_name(fn)
+        _check_seconds("send_after: seconds", seconds, allow_inf=False)
+        timer = Timer()
+        core.start_owned(_fire, (core, timer, seconds, _Message(core, fn, args, kwargs, None)))
+        return timer
 
     @classmethod
     def child_spec(
@@ -367,6 +416,7 @@ class _Incarnation:
         "mailbox",
         "name",
         "number",
+        "owned",
         "reason",
         "registry",
         "restarts",
@@ -404,6 +454,7 @@ class _Incarnation:
         self.current: _Message | None = None  # the message whose handler runs
         # Set by Service.stop: None (not asked), True (normal) or the reason.
         self.stop_reason: BaseException | bool | None = None
+        self.owned: _Owned | None = None  # made by the first start_soon/send_after
 
     # -- callers' side --
 
@@ -486,6 +537,20 @@ class _Incarnation:
                 dropped_casts,
                 extra={"service": self.name, "dropped_casts": dropped_casts},
             )
+
+    def start_owned(self, fn: Callable[..., Awaitable[object]], args: tuple[object, ...]) -> None:
+        if self.status not in (_STARTING, _RUNNING_S):
+            raise RuntimeError(
+                f"service {self.label} is stopping: it starts no more tasks (its owned "
+                "tasks are cancelled before terminate runs)"
+            )
+        owned = self.owned
+        if owned is None:
+            owned = self.owned = _Owned()
+        if owned.nursery is not None:
+            owned.nursery.start_soon(_run_owned, owned, fn, args)
+        else:
+            owned.pending.append((fn, args))
 
     def stop_self(self, reason: BaseException | None) -> None:
         if reason is not None and not isinstance(reason, BaseException):
@@ -609,6 +674,9 @@ class _Incarnation:
             # BaseException (pytest's Failed), or a group of such from a nursery.
             assert ended.error is not None
             self.crashed(msg, ended.error)
+        elif ended.interrupt is None and self.owned is not None and self.owned.crash is not None:
+            # Cancelled because an owned task crashed: that is this call's crash.
+            self.crashed(msg, self.owned.crash)
         else:
             self.killed(msg)
 
@@ -668,9 +736,9 @@ class _Incarnation:
         )
 
 
-def _core_of(service: Service, what: str) -> _Incarnation:
+def _core_of(service: Service, what: str, *, in_init: bool = False) -> _Incarnation:
     core = service._trioscope_core
-    if core is None or core.status == _STARTING:
+    if core is None or (core.status == _STARTING and not in_init):
         when = "during init()" if core is not None else "outside a running service"
         raise RuntimeError(
             f"{type(service).__qualname__}.{what} was called {when}: it is for handlers "
@@ -970,6 +1038,8 @@ class _ServiceStart(_Startable):
             mailbox = core.mailbox
             msg: _Message | None = None
             try:
+                if core.owned is not None:
+                    await core.owned.open()  # init started tasks
                 # The service loop, inline: one frame less per idle service.
                 while core.status == _RUNNING_S:
                     try:
@@ -1005,11 +1075,25 @@ class _ServiceStart(_Startable):
                         core.handled += 1
                         _reply(msg, outcome.Value(result))
                     del coro  # finished: not kept alive while idle
+                    if core.owned is not None and core.owned.nursery is None:
+                        await core.owned.open()  # the handler started tasks
+                if core.owned is not None:
+                    await core.owned.close()  # before terminate; raises what they raised
                 if isinstance(core.stop_reason, BaseException):
                     # Service.stop(reason): an abnormal exit, as a crash after
                     # the reply (terminate(reason) runs, below).
                     raise core.stop_reason
             except BaseException as exc:
+                if core.owned is not None and core.owned.nursery is not None:
+                    # The loop ran in the owned tasks' nursery: close it with
+                    # this exit, and go on with what it raises instead.
+                    try:
+                        await core.owned.close(exc)
+                    except BaseException as combined:
+                        reason = core.loop_failed(combined, reason)
+                        if core.reason is not None and self.cls.terminate is not Service.terminate:
+                            await _terminate_after_crash(service, core, handle.shutdown)
+                        raise
                 reason = core.loop_failed(exc, reason)
                 # A crash (core.reason) runs terminate within the child's shutdown
                 # budget; on an orderly stop the supervisor enforces its deadline.
@@ -1036,6 +1120,120 @@ class _ServiceStart(_Startable):
             handle._on_stop = None
             msg = None
             del core, ref, reason
+
+
+# -- tasks and timers owned by an incarnation -----------------------------------------
+
+
+@final
+class Timer:
+    """What `Service.send_after` returns: a delayed cast that can be cancelled."""
+
+    __slots__ = ("_fired", "_scope")
+
+    def __init__(self) -> None:
+        self._scope = trio.CancelScope()
+        self._fired = False
+
+    def __repr__(self) -> str:
+        state = "fired" if self._fired else "cancelled" if self._scope.cancel_called else "pending"
+        return f"<Timer {state}>"
+
+    @property
+    def fired(self) -> bool:
+        """Whether its message was sent."""
+        return self._fired
+
+    def cancel(self) -> bool:
+        """Withdraw the message if it has not been sent yet; return whether it was withdrawn."""
+        if self._fired:
+            return False
+        self._scope.cancel()
+        return True
+
+
+async def _fire(core: _Incarnation, timer: Timer, seconds: float, msg: _Message) -> None:
+    with timer._scope:
+        await trio.sleep(seconds)
+        timer._fired = True
+        try:
+            await core.mailbox.send(msg)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # stopping: the owned tasks are about to be cancelled
+
+
+async def _run_owned(
+    owned: _Owned, fn: Callable[..., Awaitable[object]], args: tuple[object, ...]
+) -> None:
+    try:
+        await fn(*args)
+    except BaseException as exc:
+        if owned.crash is None:
+            owned.crash = read_exit(exc).error
+        raise
+    finally:
+        del owned  # the crash's traceback holds this frame: no cycle through it
+
+
+class _Owned:
+    """The nursery of an incarnation's owned tasks, opened only once it has one.
+
+    An idle service keeps no nursery (it would cost a sixth of its memory): the
+    first `Service.start_soon` records the task, and the service loop enters
+    the nursery by hand (``__aenter__``) between two messages, so that the rest
+    of the loop runs inside it; it leaves it (``__aexit__``) before
+    ``terminate``, in the same task, no other cancel scope open in between.
+    """
+
+    __slots__ = ("crash", "manager", "nursery", "pending")
+
+    def __init__(self) -> None:
+        self.manager: AbstractAsyncContextManager[trio.Nursery] | None = None
+        self.nursery: trio.Nursery | None = None
+        self.pending: list[tuple[Callable[..., Awaitable[object]], tuple[object, ...]]] = []
+        self.crash: BaseException | None = None  # the first error an owned task raised
+
+    async def open(self) -> None:
+        if self.manager is not None:
+            return
+        self.manager = trio.open_nursery()
+        nursery = self.nursery = await self.manager.__aenter__()
+        for fn, args in self.pending:
+            nursery.start_soon(_run_owned, self, fn, args)
+        self.pending.clear()
+
+    async def close(self, exc: BaseException | None = None) -> None:
+        """Leave the nursery: with *exc*, the loop's exit; without, an orderly stop
+        that cancels the tasks. Raises what the incarnation exits with instead."""
+        manager, nursery = self.manager, self.nursery
+        self.pending.clear()
+        if manager is None or nursery is None:
+            return
+        self.nursery = None
+        if exc is None:
+            nursery.cancel_scope.cancel()
+        # Unwrap policy: the nursery raises a group (strict exception groups).
+        # A crash (no Cancelled, no interrupt in it) comes out bare, its own
+        # __context__ kept; an interrupt comes out bare; a group holding a
+        # Cancelled of an enclosing scope goes on whole, for that scope.
+        try:
+            if exc is None:
+                await manager.__aexit__(None, None, None)
+            else:
+                absorbed = await manager.__aexit__(type(exc), exc, exc.__traceback__)
+                if absorbed:  # pragma: no cover - only the nursery's own Cancelled
+                    raise RuntimeError("the owned tasks' nursery swallowed the exit") from exc
+        except BaseException as combined:
+            ended = read_exit(combined)
+            error = ended.interrupt if ended.interrupt is not None else ended.error
+            if ended.cancelled is not None or error is None or error is combined:
+                raise
+            context = error.__context__
+            try:
+                raise error  # bare: the group is not its cause, it holds it
+            finally:
+                error.__context__ = context
+                del error, context, ended, combined
 
 
 async def _terminate_after_crash(service: Service, core: _Incarnation, budget: float) -> None:

@@ -517,3 +517,167 @@ async def test_send_after_checks_its_arguments() -> None:
         with pytest.raises(ServiceCrashedError) as info:
             await ref.call(Bad.go, 1, Counter.incr)
         assert isinstance(info.value.__cause__, TypeError)
+
+
+# -- 4. deferred replies -------------------------------------------------------------------
+
+
+class Pool(Service):
+    """One resource: ``acquire`` waits (deferred) while it is taken."""
+
+    def __init__(self) -> None:
+        self.taken = False
+        self.waiting: list[trioscope.Deferred[int]] = []
+        self.granted = 0
+        self.skipped = 0
+
+    async def acquire(self) -> trioscope.Deferred[int]:
+        deferred: trioscope.Deferred[int] = self.defer()
+        if not self.taken:
+            self.taken = True
+            self.granted += 1
+            assert deferred.reply(self.granted) is True
+        else:
+            self.waiting.append(deferred)
+        return deferred
+
+    async def release(self) -> None:
+        while self.waiting:
+            deferred = self.waiting.pop(0)
+            if deferred.abandoned:
+                self.skipped += 1
+                assert deferred.reply(-1) is False  # a stale reply goes nowhere
+                continue
+            self.granted += 1
+            assert deferred.reply(self.granted) is True
+            return
+        self.taken = False
+
+    async def fail_next(self) -> None:
+        assert self.waiting[0].fail(ValueError("no luck")) is True
+        self.waiting.pop(0)
+
+    async def reply_twice(self) -> trioscope.Deferred[int]:
+        deferred: trioscope.Deferred[int] = self.defer()
+        deferred.reply(1)
+        deferred.reply(2)
+        return deferred
+
+    async def crash(self) -> None:
+        raise RuntimeError("pool crashed")
+
+    async def defer_then_return(self) -> int:
+        self.waiting.append(self.defer())
+        return 7
+
+
+async def test_a_deferred_reply_holds_the_caller_while_the_service_takes_other_messages() -> None:
+    async with running() as host:
+        ref = await host.start(Pool.child_spec())
+        assert await ref.call(Pool.acquire) == 1
+        results: dict[str, object] = {}
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(capture, results, "second", lambda: ref.call(Pool.acquire))
+            await trio.testing.wait_all_tasks_blocked()
+            assert stats(ref) == (0, 1, 2)  # the service is free: the caller still waits
+            await ref.call(Pool.release)
+        assert results == {"second": 2}
+        assert stats(ref) == (0, 0, 3)
+
+
+async def test_fail_raises_in_the_caller() -> None:
+    async with running() as host:
+        ref = await host.start(Pool.child_spec())
+        await ref.call(Pool.acquire)
+        results: dict[str, object] = {}
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(capture, results, "second", lambda: ref.call(Pool.acquire))
+            await trio.testing.wait_all_tasks_blocked()
+            await ref.call(Pool.fail_next)
+        error = results["second"]
+        assert isinstance(error, ValueError)
+        assert str(error) == "no luck"
+
+
+async def test_a_caller_that_gave_up_never_gets_a_stale_reply(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running() as host:
+        ref = await host.start(Pool.child_spec())
+        await ref.call(Pool.acquire)
+        with pytest.raises(CallTimeoutError):
+            await ref.with_timeout(1).call(Pool.acquire)
+        with trio.move_on_after(1):
+            await ref.call(Pool.acquire)
+        assert stats(ref) == (0, 2, 3)  # both still count until answered
+        await ref.call(Pool.release)  # skips both: they gave up
+        service = ref._core.service
+        assert (service.skipped, service.taken) == (2, False)  # type: ignore[attr-defined]
+        assert stats(ref) == (0, 0, 4)
+        assert await ref.call(Pool.acquire) == 2
+
+
+async def test_replying_twice_is_a_runtime_error() -> None:
+    async with running() as host:
+        ref = await host.start(Pool.child_spec(name="pool"))
+        assert await ref.call(Pool.reply_twice) == 1  # the first reply stands
+        exit_ = await host.ended(ref)  # the second is a bug: a crash
+        assert isinstance(exit_, RuntimeError)
+        assert str(exit_) == (
+            "the deferred call reply_twice() of service 'pool' was answered already: a call "
+            "gets exactly one reply"
+        )
+
+
+async def test_a_handler_that_defers_but_returns_a_value_answers_with_the_value() -> None:
+    async with running() as host:
+        ref = await host.start(Pool.child_spec())
+        assert await ref.call(Pool.defer_then_return) == 7
+        deferred = ref._core.service.waiting[0]  # type: ignore[attr-defined]
+        assert deferred.answered
+        with pytest.raises(RuntimeError, match="was answered already"):
+            deferred.reply(8)
+
+
+@pytest.mark.parametrize("ending", ["crash", "stop", "kill"])
+async def test_deferred_calls_still_unanswered_when_the_incarnation_ends_are_unavailable(
+    ending: str,
+) -> None:
+    async with running() as host:
+        ref = await host.start(Pool.child_spec(name="pool"))
+        await ref.call(Pool.acquire)
+        results: dict[str, object] = {}
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(capture, results, "waiting", lambda: ref.call(Pool.acquire))
+            await trio.testing.wait_all_tasks_blocked()
+            if ending == "kill":
+                await host.kill(ref)
+            elif ending == "stop":
+                ref._core.request_stop()
+            else:
+                with pytest.raises(ServiceCrashedError):
+                    await ref.call(Pool.crash)
+        error = results["waiting"]
+        assert isinstance(error, ServiceUnavailableError)
+        assert str(error) == (
+            "service 'pool' is unavailable: it ended before answering this deferred call"
+        )
+        await host.ended(ref)
+        assert stats(ref)[1] == 0
+
+
+async def test_defer_outside_a_handler_is_an_error() -> None:
+    class Tasky(Service):
+        async def init(self) -> None:
+            self.start_soon(self.bad)
+
+        async def bad(self) -> None:
+            self.defer()
+
+    async with running() as host:
+        ref = await host.start(Tasky.child_spec())
+        exit_ = await host.ended(ref)
+        assert str(exit_) == (
+            "test_defer_outside_a_handler_is_an_error.<locals>.Tasky.defer() was called "
+            "outside a handler: it defers the reply of the call the handler is running"
+        )

@@ -41,6 +41,7 @@ from ._registry import current_registry as current_registry
 from ._registry import open_registry as open_registry
 from ._service import DEFAULT_CALL_TIMEOUT_S as DEFAULT_CALL_TIMEOUT_S
 from ._service import DEFAULT_MAILBOX_SIZE as DEFAULT_MAILBOX_SIZE
+from ._service import Deferred as Deferred
 from ._service import Health as Health
 from ._service import Service as Service
 from ._service import ServiceRef as ServiceRef
@@ -75,6 +76,7 @@ __all__ = [
     "ChildInfo",
     "ChildSpec",
     "ChildStateError",
+    "Deferred",
     "Down",
     "Health",
     "MailboxFullError",

@@ -35,7 +35,7 @@ import math
 import sys
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Literal, TypeVar, final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Literal, TypeVar, final, overload
 
 import attrs
 import outcome
@@ -209,6 +209,29 @@ class Service:
             TypeError: *reason* is neither ``None`` nor an exception.
         """
         _core_of(self, "stop()").stop_self(reason)
+
+    def defer(self) -> Deferred[Any]:
+        """Answer the current call later (gen_server's ``noreply``, then ``reply/2``).
+
+        Keep the returned `Deferred` and return it from the handler, annotated
+        ``-> trioscope.Deferred[R]`` (the caller's ``await ref.call(...)`` is then
+        typed ``R``). The service goes on taking other messages; the caller waits
+        until `Deferred.reply` or `Deferred.fail`, within its own timeout. If
+        the incarnation ends first, the caller gets `ServiceUnavailableError`.
+        A handler that returns anything else answers with that, as usual.
+
+        Raises:
+            RuntimeError: not called from a handler (an owned task has no call
+                to defer; ``init`` and ``terminate`` neither).
+        """
+        core = _core_of(self, "defer()")
+        msg = core.current
+        if msg is None:
+            raise RuntimeError(
+                f"{type(self).__qualname__}.defer() was called outside a handler: it defers "
+                "the reply of the call the handler is running"
+            )
+        return Deferred(msg)
 
     def start_soon(
         self, fn: Callable[[Unpack[PosArgsT]], Awaitable[object]], *args: Unpack[PosArgsT]
@@ -409,6 +432,7 @@ class _Incarnation:
         "_ended_event",
         "cls",
         "current",
+        "deferred",
         "handled",
         "handlers",
         "in_flight",
@@ -455,6 +479,7 @@ class _Incarnation:
         # Set by Service.stop: None (not asked), True (normal) or the reason.
         self.stop_reason: BaseException | bool | None = None
         self.owned: _Owned | None = None  # made by the first start_soon/send_after
+        self.deferred: set[Deferred[Any]] | None = None  # unanswered deferred calls
 
     # -- callers' side --
 
@@ -588,7 +613,39 @@ class _Incarnation:
                 self._ended_event.set()
         return self._ended_event
 
+    def keep_deferred(self, msg: _Message, deferred: Deferred[Any]) -> None:
+        """The handler of *msg* returned *deferred*: answer it later."""
+        if deferred._msg is not msg:
+            _reply(
+                msg,
+                outcome.Error(
+                    TypeError(
+                        f"handler {getattr(msg.fn, '__name__', msg.fn)}() of service {self.label} "
+                        "returned a Deferred that is not its own call's (return the one "
+                        "self.defer() gave this call)"
+                    )
+                ),
+            )
+            return
+        if deferred._answered or msg.task is None:
+            return  # answered already, or a cast: nobody waits
+        if self.deferred is None:
+            self.deferred = set()
+        self.deferred.add(deferred)
+
+    def fail_deferred(self) -> None:
+        """The incarnation ends: callers still waiting for a deferred reply never get one."""
+        pending, self.deferred = self.deferred, None
+        for deferred in pending or ():
+            if not deferred._answered:
+                deferred._answered = True
+                error = ServiceUnavailableError(
+                    self.label, "it ended before answering this deferred call"
+                )
+                _reply(deferred._msg, outcome.Error(error))
+
     def finish(self, reason: str | BaseException) -> None:
+        self.fail_deferred()
         self.service._trioscope_core = None  # no cycle through a crash's traceback
         self.status = _ENDED
         self.reason = reason
@@ -833,9 +890,23 @@ class ServiceRef(Generic[S]):
         _check_seconds("timeout", seconds, allow_inf=True)
         return ServiceRef(self._core, seconds)
 
+    @overload
+    async def call(
+        self,
+        fn: Callable[Concatenate[S, P], Awaitable[Deferred[R]]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R: ...
+
+    @overload
     async def call(
         self, fn: Callable[Concatenate[S, P], Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
-    ) -> R:
+    ) -> R: ...
+
+    async def call(
+        self, fn: Callable[Concatenate[S, P], Awaitable[Any]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Any:
         """Run handler *fn* in the service with these arguments and return its result.
 
         Waits for mailbox space, then for the reply, within this ref's timeout.
@@ -855,7 +926,7 @@ class ServiceRef(Generic[S]):
         msg = _Message(core, fn, args, kwargs, current_task())
         timeout = self._timeout
         with trio.CancelScope(deadline=trio.current_time() + timeout):
-            return await core.call(msg)  # type: ignore[no-any-return]
+            return await core.call(msg)
         raise CallTimeoutError(core.label, handler, timeout)
 
     async def cast(
@@ -1073,7 +1144,10 @@ class _ServiceStart(_Startable):
                     else:
                         core.current = None
                         core.handled += 1
-                        _reply(msg, outcome.Value(result))
+                        if type(result) is Deferred:
+                            core.keep_deferred(msg, result)
+                        else:
+                            _reply(msg, outcome.Value(result))
                     del coro  # finished: not kept alive while idle
                     if core.owned is not None and core.owned.nursery is None:
                         await core.owned.open()  # the handler started tasks
@@ -1120,6 +1194,86 @@ class _ServiceStart(_Startable):
             handle._on_stop = None
             msg = None
             del core, ref, reason
+
+
+# -- deferred replies ----------------------------------------------------------------
+
+
+@final
+class Deferred(Generic[R]):
+    """A call whose reply a handler gave later: what `Service.defer` returns.
+
+    ::
+
+        class Gate(trioscope.Service):
+            def __init__(self) -> None:
+                self.waiting: list[trioscope.Deferred[str]] = []
+
+            async def wait(self) -> trioscope.Deferred[str]:
+                deferred: trioscope.Deferred[str] = self.defer()
+                self.waiting.append(deferred)
+                return deferred  # the service goes on taking messages
+
+            async def open(self) -> int:
+                answered = sum(d.reply("open") for d in self.waiting)
+                self.waiting.clear()
+                return answered  # callers that gave up are not counted
+    """
+
+    __slots__ = ("_answered", "_msg")
+
+    def __init__(self, msg: _Message) -> None:
+        self._msg = msg
+        self._answered = False
+
+    def __repr__(self) -> str:
+        state = "answered" if self._answered else "abandoned" if self.abandoned else "waiting"
+        return f"<Deferred {self._msg.describe()} {state}>"
+
+    @property
+    def abandoned(self) -> bool:
+        """Whether the caller gave up (timed out or was cancelled): nobody will read a reply.
+
+        Always true for a handler that runs for a cast."""
+        return self._msg.task is None or self._msg.state == _ABANDONED
+
+    @property
+    def answered(self) -> bool:
+        """Whether `reply` or `fail` was called (or the incarnation ended, failing it)."""
+        return self._answered or self._msg.state == _DONE
+
+    def reply(self, value: R) -> bool:
+        """Answer the caller with *value*; return whether a caller was still waiting.
+
+        Raises:
+            RuntimeError: the call was answered already.
+        """
+        return self._answer(outcome.Value(value))
+
+    def fail(self, error: BaseException) -> bool:
+        """Make the caller's ``call`` raise *error*; return whether a caller was still waiting.
+
+        Raises:
+            RuntimeError: the call was answered already.
+        """
+        return self._answer(outcome.Error(error))
+
+    def _answer(self, result: outcome.Outcome[Any]) -> bool:
+        msg = self._msg
+        if self._answered or msg.state == _DONE:
+            raise RuntimeError(
+                f"the deferred call {msg.describe()} of service {msg.core.label} was "
+                "answered already: a call gets exactly one reply"
+            )
+        self._answered = True
+        core = msg.core
+        if core.deferred is not None:
+            core.deferred.discard(self)
+        if msg.task is None:
+            return False
+        waiting = msg.state != _ABANDONED
+        _reply(msg, result)
+        return waiting
 
 
 # -- tasks and timers owned by an incarnation -----------------------------------------

@@ -681,3 +681,72 @@ async def test_defer_outside_a_handler_is_an_error() -> None:
             "test_defer_outside_a_handler_is_an_error.<locals>.Tasky.defer() was called "
             "outside a handler: it defers the reply of the call the handler is running"
         )
+
+
+# -- 7. option names and __init__ keywords --------------------------------------------------
+
+
+class Named(Service):
+    def __init__(self, name: str, shutdown: float = 1.0, *, colour: str = "red") -> None:
+        self.seen = (name, shutdown, colour)
+
+    async def get(self) -> tuple[str, float, str]:
+        return self.seen
+
+
+def test_an_init_parameter_named_like_an_option_is_an_error_at_spec_time() -> None:
+    with pytest.raises(
+        TypeError,
+        match=exactly(
+            "Named.child_spec: Named.__init__ takes 'name' and 'shutdown', which child_spec "
+            "reserves for its own options; pass __init__'s values as "
+            "init_kwargs={'name': ..., 'shutdown': ...} (init_kwargs={} keeps their defaults)"
+        ),
+    ):
+        Named.child_spec(name="svc", shutdown=0.5)
+
+
+async def test_init_kwargs_pass_what_the_options_would_shadow() -> None:
+    async with running() as host:
+        spec = Named.child_spec(
+            name="svc", shutdown=0.5, init_kwargs={"name": "inner", "shutdown": 2.0}, colour="blue"
+        )
+        assert (spec.id, spec.shutdown) == ("svc", 0.5)
+        ref = await host.start(spec)
+        assert ref.name == "svc"
+        assert await ref.call(Named.get) == ("inner", 2.0, "blue")
+
+
+def test_init_kwargs_are_checked_against_init() -> None:
+    with pytest.raises(
+        TypeError,
+        match=exactly(
+            "Named.child_spec: bad arguments for __init__: missing a required argument: 'name'"
+        ),
+    ):
+        Named.child_spec(init_kwargs={})
+    with pytest.raises(
+        TypeError,
+        match=exactly("Named.child_spec: 'colour' is given both as a keyword and in init_kwargs"),
+    ):
+        Named.child_spec(colour="blue", init_kwargs={"name": "x", "colour": "red"})
+    assert Counter.child_spec(start=10, name="counter").id == "counter"  # DESIGN.md's form
+
+
+def test_an_empty_name_says_the_name_must_not_be_empty() -> None:
+    with pytest.raises(ValueError, match=exactly("Counter.child_spec: name must not be empty")):
+        Counter.child_spec(name="")
+
+
+async def test_a_classmethod_passed_as_a_handler_gets_a_useful_hint() -> None:
+    async with running() as host:
+        ref = await host.start(Counter.child_spec())
+        with pytest.raises(
+            TypeError,
+            match=exactly(
+                "Counter.child_spec is a classmethod, not a handler: handlers are the "
+                "service's public async def (instance) methods (add_then_reject, crash, get, "
+                "incr)"
+            ),
+        ):
+            await ref.call(Counter.child_spec)  # type: ignore[arg-type]

@@ -95,6 +95,17 @@ DEGRADED_MAILBOX_FRACTION: Final = 0.9
 _LIFECYCLE: Final = frozenset({"init", "terminate", "health", "child_spec"})
 # What a handler calls on ``self``: a subclass may not shadow them.
 _CONTROLS: Final = frozenset({"stop", "defer", "start_soon", "send_after"})
+# child_spec's own options: an __init__ parameter of that name takes init_kwargs=.
+_OPTIONS: Final = (
+    "name",
+    "id",
+    "restart",
+    "shutdown",
+    "mailbox_size",
+    "significant",
+    "backoff",
+    "init_kwargs",
+)
 _log = logging.getLogger("trioscope.service")
 _incarnations = itertools.count(1)
 
@@ -290,6 +301,7 @@ class Service:
         mailbox_size: int = DEFAULT_MAILBOX_SIZE,
         significant: bool = False,
         backoff: Backoff | None = None,
+        init_kwargs: Mapping[str, object] | None = None,
         **kwargs: object,
     ) -> ChildSpec:
         """A `ChildSpec` that runs this service; other arguments go to ``__init__``.
@@ -299,17 +311,24 @@ class Service:
             id: The child id in its supervisor (default: the name, else the class's
                 ``__qualname__``; give two unnamed children of one class an id each).
             mailbox_size: The mailbox's bound (an integer >= 1).
+            init_kwargs: More keyword arguments for ``__init__``, for parameters
+                named like these options. Required (``{}`` if they keep their
+                defaults) when ``__init__`` has a parameter of such a name, so
+                ``shutdown=0.5`` can never silently mean the other one.
 
         Raises:
-            TypeError: a non-``str`` name, a non-integer mailbox size, or
-                arguments that ``__init__`` does not accept.
-            ValueError: a mailbox size below 1.
+            TypeError: a non-``str`` name, a non-integer mailbox size,
+                arguments that ``__init__`` does not accept, or an ``__init__``
+                parameter named like an option without ``init_kwargs``.
+            ValueError: an empty name, a mailbox size below 1.
         """
         if name is not None and not isinstance(name, str):
             raise TypeError(
                 f"{cls.__qualname__}.child_spec: name must be a str, "
                 f"got {type(name).__name__}: {name!r}"
             )
+        if name == "":
+            raise ValueError(f"{cls.__qualname__}.child_spec: name must not be empty")
         if not _is_int(mailbox_size):
             raise TypeError(
                 f"{cls.__qualname__}.child_spec: mailbox_size must be an integer >= 1, "
@@ -325,6 +344,31 @@ class Service:
             # inspect.signature costs tens of microseconds: once per class.
             signature = inspect.signature(cls)
             cls._trioscope_signature = signature
+        if init_kwargs is None:
+            clashes = [
+                p
+                for p in _OPTIONS
+                if p in signature.parameters
+                and signature.parameters[p].kind
+                in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+            ]
+            if clashes:
+                listed = " and ".join(map(repr, clashes))
+                given = ", ".join(f"{p!r}: ..." for p in clashes)
+                raise TypeError(
+                    f"{cls.__qualname__}.child_spec: {cls.__qualname__}.__init__ takes "
+                    f"{listed}, which child_spec reserves for its own options; pass "
+                    f"__init__'s values as init_kwargs={{{given}}} (init_kwargs={{}} keeps "
+                    f"{'its default' if len(clashes) == 1 else 'their defaults'})"
+                )
+        elif init_kwargs:
+            for key in init_kwargs:
+                if key in kwargs:
+                    raise TypeError(
+                        f"{cls.__qualname__}.child_spec: {key!r} is given both as a "
+                        "keyword and in init_kwargs"
+                    )
+            kwargs = {**kwargs, **init_kwargs}
         try:
             signature.bind(*args, **kwargs)
         except TypeError as exc:
@@ -816,6 +860,13 @@ def _reason_text(reason: str | BaseException | None) -> str:
 def _not_a_handler(cls: type[Service], fn: object) -> TypeError:
     fname = getattr(fn, "__qualname__", None) or repr(fn)
     name = getattr(fn, "__name__", "")
+    if isinstance(fn, types.MethodType) and isinstance(fn.__self__, type):
+        return TypeError(
+            f"{fn.__self__.__qualname__}.{name} is a classmethod, not a handler: handlers "
+            "are the service's public "
+            f"async def (instance) methods "
+            f"({', '.join(sorted(cls._trioscope_handlers.values())) or 'none'})"
+        )
     if isinstance(fn, types.MethodType):
         return TypeError(
             f"pass the function, not a bound method: use {cls.__qualname__}.{name}, "

@@ -750,3 +750,34 @@ async def test_a_classmethod_passed_as_a_handler_gets_a_useful_hint() -> None:
             ),
         ):
             await ref.call(Counter.child_spec)  # type: ignore[arg-type]
+
+
+class Poller(Service):
+    """An owned task may call its own service: it is not the service's task."""
+
+    def __init__(self, ref_box: list[ServiceRef[Poller]]) -> None:
+        self.ref_box = ref_box
+        self.polled = 0
+
+    async def start_polling(self) -> str:
+        self.start_soon(self.poll)
+        return "started"  # the task begins once this handler has returned
+
+    async def poll(self) -> None:
+        for _ in range(3):
+            await self.ref_box[0].call(Poller.bump)
+
+    async def bump(self) -> int:
+        self.polled += 1
+        return self.polled
+
+
+async def test_an_owned_task_may_call_its_own_service() -> None:
+    box: list[ServiceRef[Poller]] = []
+    async with running() as host:
+        ref = await host.start(Poller.child_spec(ref_box=box))
+        box.append(ref)
+        assert await ref.call(Poller.start_polling) == "started"
+        await trio.testing.wait_all_tasks_blocked()
+        assert ref._core.service.polled == 3  # type: ignore[attr-defined]
+        assert ref.incarnation not in host.exits

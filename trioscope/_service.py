@@ -965,8 +965,14 @@ class ServiceRef(Generic[S]):
         message is withdrawn and never runs; if it is already running, its reply
         is discarded.
 
+        A handler calling its own service fails at once (it could never be
+        answered); a cycle through other services ends in the timeout.
+
         Raises:
-            TypeError: *fn* is not a handler of this service's class.
+            TypeError: *fn* is not a handler of this service's class, or the
+                arguments do not bind to it (the service did not run it and is
+                untouched).
+            CallingSelfError: called from the service's own task.
             CallTimeoutError: no reply within the timeout.
             ServiceCrashedError: the handler crashed the service (``__cause__``).
             ServiceUnavailableError: this incarnation is stopping or has ended.
@@ -989,8 +995,14 @@ class ServiceRef(Generic[S]):
     ) -> None:
         """Send handler *fn* to run later, waiting only for mailbox space.
 
+        A cast from the service's own task (a handler casting to its own
+        service) never waits: it would wait for itself, so it behaves as
+        `try_cast`. Arguments that do not bind to *fn* are logged (WARNING) by
+        the service, which does not run the message and is otherwise untouched.
+
         Raises:
             TypeError: *fn* is not a handler of this service's class.
+            MailboxFullError: a self-cast found the mailbox full; nothing was sent.
             ServiceUnavailableError: this incarnation is stopping or has ended.
         """
         core = self._core
@@ -1211,7 +1223,10 @@ class _ServiceStart(_Startable):
             except BaseException as exc:
                 if core.owned is not None and core.owned.nursery is not None:
                     # The loop ran in the owned tasks' nursery: close it with
-                    # this exit, and go on with what it raises instead.
+                    # this exit, and go on with what it raises instead. Stopping
+                    # (name released, no new tasks) before waiting for the tasks.
+                    core.status = _STOPPING
+                    core.unregister()
                     try:
                         await core.owned.close(exc)
                     except BaseException as combined:

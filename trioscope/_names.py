@@ -36,6 +36,7 @@ from ._errors import CallTimeoutError, ServiceUnavailableError, _NotRunError
 from ._registry import Registry, _current_registry_or_none, _no_registry_error
 from ._service import (
     DEFAULT_CALL_TIMEOUT_S,
+    Deferred,
     Service,
     ServiceRef,
     _Incarnation,
@@ -164,15 +165,29 @@ class NameRef(Generic[S]):
         _check_seconds("timeout", seconds, allow_inf=True)
         return NameRef(self._name, self._cls, seconds)
 
+    @overload
+    async def call(
+        self,
+        fn: Callable[Concatenate[S, P], Awaitable[Deferred[R]]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R: ...
+
+    @overload
     async def call(
         self, fn: Callable[Concatenate[S, P], Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
-    ) -> R:
+    ) -> R: ...
+
+    async def call(
+        self, fn: Callable[Concatenate[S, P], Awaitable[Any]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Any:
         """Call handler *fn* of the service registered under this name; see `trioscope.call`.
 
         Everything (waiting for the name, for mailbox space, for the reply)
         happens within this handle's timeout.
         """
-        return await _call(self._name, self._cls, self._timeout, fn, args, kwargs)  # type: ignore[no-any-return]
+        return await _call(self._name, self._cls, self._timeout, fn, args, kwargs)
 
     async def cast(
         self,
@@ -225,13 +240,29 @@ def by_name(
     return NameRef(name, cls, timeout)
 
 
+@overload
+async def call(
+    name: str,
+    fn: Callable[Concatenate[S, P], Awaitable[Deferred[R]]],
+    /,
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> R: ...
+@overload
 async def call(
     name: str,
     fn: Callable[Concatenate[S, P], Awaitable[R]],
     /,
     *args: P.args,
     **kwargs: P.kwargs,
-) -> R:
+) -> R: ...
+async def call(
+    name: str,
+    fn: Callable[Concatenate[S, P], Awaitable[Any]],
+    /,
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> Any:
     """Call handler *fn* of the service registered as *name*, resolved on each attempt.
 
     Rides through a supervised restart: while the name is not registered, or
@@ -248,8 +279,10 @@ async def call(
             restarting, or whether the name looks like a typo.
         CallTimeoutError: the service took the message but did not reply in time.
         ServiceCrashedError, Rejected, TypeError: as `ServiceRef.call`.
+
+    A handler annotated ``-> Deferred[R]`` (it answers later) is typed ``R`` here too.
     """
-    return await _call(name, None, DEFAULT_CALL_TIMEOUT_S, fn, args, kwargs)  # type: ignore[no-any-return]
+    return await _call(name, None, DEFAULT_CALL_TIMEOUT_S, fn, args, kwargs)
 
 
 async def cast(

@@ -515,10 +515,6 @@ async def test_wait_for_service_after_a_supervised_crash_returns_the_restart(
         assert await second.call(Slow.incr) == 1
 
 
-@pytest.mark.xfail(
-    reason="needs the supervisor to call _expect_restart/_unexpect_restart (issue 8 item 6)",
-    strict=True,
-)
 async def test_a_call_by_name_to_a_supervised_child_in_backoff_says_so(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

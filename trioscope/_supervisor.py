@@ -72,6 +72,7 @@ from ._errors import (
 )
 from ._exits import read_exit
 from ._logging import wants
+from ._names import _expect_restart, _unexpect_restart
 from ._registry import _current_registry_or_none, _no_registry_error
 
 if TYPE_CHECKING:
@@ -359,6 +360,9 @@ class Supervisor:
         self._error: BaseException | None = None
         self._interrupted: BaseException | None = None
         self._handle = handle  # from the parent, when nested
+        # Where its named children register: told which wait to restart, so a
+        # call by name that gives up can say so.
+        self._registry = _current_registry_or_none()
         self._on_stop: Callable[[], object] | None = None  # serve(): give the signals back
 
     def __repr__(self) -> str:
@@ -881,6 +885,7 @@ class Supervisor:
             await self._stop_and_wait(child)
         child.status = "stopped"
         child.restart_at = None
+        _unexpect_restart(self._registry, child.spec)
 
     def _unschedule(self, child: _Child) -> None:
         """*child* no longer waits to restart; with REST_FOR_ONE, nor do those after it."""
@@ -891,6 +896,7 @@ class Supervisor:
             self._pending.pop(c, None)
             c.status = "stopped"
             c.restart_at = None
+            _unexpect_restart(self._registry, c.spec)
 
     # -- deciding --------------------------------------------------------
 
@@ -999,6 +1005,7 @@ class Supervisor:
                 extra={"supervisor": self.id, "child": child.spec.id, "event": "give_up"},
             )
             child.status = "stopped"
+            _unexpect_restart(self._registry, child.spec)
             self._begin_stop(give_up)
             return
         child.status = "restarting"
@@ -1041,6 +1048,9 @@ class Supervisor:
             member.status = "backoff" if delay > 0 else "restarting"
             member.restart_at = restart_at
             self._pending[member] = None
+            _expect_restart(
+                self._registry, member.spec, member.status, restart_at if delay > 0 else None
+            )
         if delay:
             _log.info(
                 "supervisor %r: child %r restarts in %.3f s",
@@ -1054,6 +1064,7 @@ class Supervisor:
         """One restart attempt: one step of the manager."""
         del self._pending[child]
         child.status = "restarting"  # while the attempt runs, too
+        _expect_restart(self._registry, child.spec, "restarting", None)
         child.restarts += 1
         if _log.isEnabledFor(logging.INFO):
             _log.info(
@@ -1069,6 +1080,8 @@ class Supervisor:
                 },
             )
         run = await self._start(child, None)
+        if not run.was_started:
+            _unexpect_restart(self._registry, child.spec)  # _on_failure notes a retry again
         if not run.was_started and not run.abandoned and not self._stopping:
             # A failed restart is another failure of that child.
             await self._on_failure(child, self._start_failure(run), ran=False)
@@ -1106,6 +1119,7 @@ class Supervisor:
         for child in list(self._pending):
             child.status = "stopped"
             child.restart_at = None
+            _unexpect_restart(self._registry, child.spec)
         self._pending.clear()
         self._refuse_requests()
         active = [c for c in self._children.values() if c.run is not None]

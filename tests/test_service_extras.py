@@ -781,3 +781,19 @@ async def test_an_owned_task_may_call_its_own_service() -> None:
         await trio.testing.wait_all_tasks_blocked()
         assert ref._core.service.polled == 3  # type: ignore[attr-defined]
         assert ref.incarnation not in host.exits
+
+
+async def test_a_significant_service_stopping_itself_normally_ends_its_supervisor(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    spec = Quitter.child_spec(name="q", restart=trioscope.Restart.TRANSIENT, significant=True)
+    with trio.fail_after(60):
+        async with (
+            trioscope.open_registry(isolated=True),
+            trioscope.open_supervisor([spec], auto_shutdown="any_significant"),
+        ):
+            ref = trioscope.whereis("q", Quitter)
+            assert ref is not None
+            ref._core.service.gate.set()  # type: ignore[attr-defined]
+            assert await ref.call(Quitter.quit) == "bye"
+            await trio.sleep_forever()  # the supervisor's auto shutdown ends this block

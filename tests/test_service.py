@@ -848,9 +848,9 @@ async def test_a_call_by_name_that_never_appears_is_unavailable_after_the_timeou
         with pytest.raises(
             ServiceUnavailableError,
             match=exactly(
-                "service 'ghost' is unavailable: no live service took the call within 5 s "
-                "(nothing registered under that name); is it started under a supervisor in "
-                "this registry scope?"
+                "service 'ghost' is unavailable: no live service took the call within 5 s: "
+                "nothing has been registered under that name recently in the visible registry "
+                "scopes; it looks like a typo, or its service was never started in this scope"
             ),
         ) as info:
             await trioscope.call("ghost", Counter.get)
@@ -859,7 +859,10 @@ async def test_a_call_by_name_that_never_appears_is_unavailable_after_the_timeou
         with pytest.raises(
             ServiceUnavailableError,
             match=exactly(
-                "service 'ghost' is unavailable: nothing was registered under that name within 5 s"
+                "service 'ghost' is unavailable: nothing was registered under that name within "
+                "5 s: nothing has been registered under that name recently in the visible "
+                "registry scopes; it looks like a typo, or its service was never started in "
+                "this scope"
             ),
         ):
             await trioscope.cast("ghost", Counter.get)

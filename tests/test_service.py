@@ -893,8 +893,9 @@ async def test_a_call_by_name_to_a_busy_service_times_out(
             CallTimeoutError,
             match=exactly(
                 "call to 'w' record() got no reply within 5 s; if the message was still "
-                "queued it was withdrawn and will not run. Use ref.with_timeout(seconds) "
-                "for a longer budget; a cycle of calls (A calls B, which calls A) also ends here"
+                "queued it was withdrawn and will not run. Use trioscope.by_name('w', "
+                "timeout=seconds) for a longer budget; a cycle of calls (A calls B, which "
+                "calls A) also ends here"
             ),
         ):
             await trioscope.call("w", Worker.record, "late")
@@ -2098,3 +2099,26 @@ async def test_a_plain_function_by_name_fails_at_once_even_if_nothing_is_registe
     async with trioscope.open_registry():
         with trio.testing.assert_no_checkpoints(), pytest.raises(TypeError, match=exactly(message)):
             await trioscope.call("nobody", not_async)  # type: ignore[arg-type]
+
+
+# -- what a call through a ref raises when its message never ran -----------------
+
+
+async def test_a_ref_never_shows_the_private_not_run_error() -> None:
+    """Issue 8 item 13: the retry marker is for calls by name only."""
+    async with running() as host:
+        ref = await host.start(Counter.child_spec())
+        with pytest.raises(trioscope.ServiceCrashedError):
+            await ref.call(Counter.crash)
+        await trio.testing.wait_all_tasks_blocked()
+        for attempt in (
+            lambda: ref.call(Counter.get),
+            lambda: ref.cast(Counter.get),
+        ):
+            with pytest.raises(ServiceUnavailableError) as info:
+                await attempt()
+            assert type(info.value) is ServiceUnavailableError
+        with pytest.raises(ServiceUnavailableError) as info:
+            ref.try_cast(Counter.get)
+        assert type(info.value) is ServiceUnavailableError
+

@@ -106,14 +106,21 @@ class ServiceCrashedError(TrioscopeError):
 class CallTimeoutError(TrioscopeError, trio.TooSlowError):
     """A call got no reply within its timeout; a late reply is discarded."""
 
-    def __init__(self, service: str, handler: str, timeout: float) -> None:
+    def __init__(
+        self,
+        service: str,
+        handler: str,
+        timeout: float,
+        *,
+        longer: str = "ref.with_timeout(seconds)",
+    ) -> None:
         self.service = service
         self.handler = handler
         self.timeout = timeout
         super().__init__(
             f"call to {service} {handler}() got no reply within {timeout:g} s; "
             "if the message was still queued it was withdrawn and will not run. "
-            "Use ref.with_timeout(seconds) for a longer budget; a cycle of calls "
+            f"Use {longer} for a longer budget; a cycle of calls "
             "(A calls B, which calls A) also ends here"
         )
 

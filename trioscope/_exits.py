@@ -78,3 +78,9 @@ def read_exit(exc: BaseException) -> Exit:
         _first_leaf(interrupts) if interrupts is not None else None,
         _reduce(rest) if rest is not None else None,
     )
+
+
+def describe(error: BaseException) -> str:
+    """``Type: message`` for logs and errors, or just ``Type`` when the message is empty."""
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

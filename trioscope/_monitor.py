@@ -45,8 +45,9 @@ class Down:
     incarnation: int
     """The incarnation's number (see `ServiceRef.incarnation`); 0 when there was none."""
     reason: Reason
-    """``"shutdown"`` (stopped in order), ``"killed"`` (cancelled), ``"noproc"``
-    (nothing was running when the monitor was set up) or the exception it crashed
+    """``"shutdown"`` (stopped in order), ``"normal"`` (it stopped itself with
+    ``self.stop()``), ``"killed"`` (cancelled), ``"noproc"`` (nothing was
+    running when the monitor was set up) or the exception it crashed
     with. A kill that came with an error (a task in a handler's nursery failing as
     it was cancelled) has that error as its reason."""
 

@@ -355,7 +355,12 @@ async def _call(
     # space or running) means the service was there but slow: a timeout, as
     # for `ServiceRef.call`. Unavailable only when no incarnation held it.
     if sent is not None:
-        raise CallTimeoutError(repr(name), getattr(fn, "__name__", repr(fn)), budget_s)
+        raise CallTimeoutError(
+            repr(name),
+            getattr(fn, "__name__", repr(fn)),
+            budget_s,
+            longer=f"trioscope.by_name({name!r}, timeout=seconds)",
+        )
     head = f"no live service took the call within {budget_s:g} s"
     error = ServiceUnavailableError(repr(name), _gave_up(registry, name, head, failed, "ran"))
     raise error from _crash_of(failed)

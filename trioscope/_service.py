@@ -68,7 +68,7 @@ from ._errors import (
     ServiceUnavailableError,
     _NotRunError,
 )
-from ._exits import read_exit
+from ._exits import describe, read_exit
 from ._logging import wants
 from ._mailbox import _Mailbox
 from ._registry import Registry, _current_registry_or_none, _no_registry_error
@@ -533,7 +533,11 @@ class _Incarnation:
             raise _not_a_handler(self.cls, fn)
         return name
 
-    def unavailable(self) -> _NotRunError:
+    def unavailable(
+        self, kind: type[ServiceUnavailableError] = _NotRunError
+    ) -> ServiceUnavailableError:
+        """Why a message was not run; *kind* `_NotRunError` (the default) marks it for
+        calls by name to retry, a plain `ServiceUnavailableError` is what users see."""
         if isinstance(self.reason, BaseException) and self.started_at is None:
             why = (
                 f"its init() failed ({type(self.reason).__name__}: {self.reason}); "
@@ -547,7 +551,7 @@ class _Incarnation:
             why = (
                 f"this incarnation has ended ({_reason_text(self.reason)}); the message was not run"
             )
-        return _NotRunError(self.label, why)
+        return kind(self.label, why)
 
     def calling_self(self, fn: Callable[..., Any]) -> CallingSelfError:
         current = self.current
@@ -565,21 +569,26 @@ class _Incarnation:
         try:
             self.mailbox.send_nowait(msg)
         except trio.WouldBlock:
-            try:
-                await self.mailbox.send(msg)  # backpressure: wait for mailbox space
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self.in_flight -= 1
-                raise self.unavailable() from None
-            except BaseException:
-                self.in_flight -= 1  # cancelled before it was enqueued: nothing sent
-                raise
-            if msg.state == _DONE:
-                assert msg.result is not None
-                return msg.result.unwrap()
+            pass  # full: wait for space below, outside this clause (no WouldBlock context)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.in_flight -= 1
             await trio.lowlevel.checkpoint()  # Trio's rule: an async call always checkpoints
             raise self.unavailable() from None
+        else:
+            msg.parked = True
+            return await wait_task_rescheduled(msg.abort)
+        try:
+            await self.mailbox.send(msg)  # backpressure: wait for mailbox space
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.in_flight -= 1
+            raise self.unavailable() from None
+        except BaseException:
+            self.in_flight -= 1  # cancelled before it was enqueued: nothing sent
+            raise
+        if msg.state == _DONE:
+            # It ran while this task was being let in: the result is waiting.
+            assert msg.result is not None
+            return msg.result.unwrap()
         msg.parked = True
         return await wait_task_rescheduled(msg.abort)
 
@@ -805,10 +814,9 @@ class _Incarnation:
         else:
             _log.error(
                 "service %s: terminate() raised after a crash; the service exits with "
-                "the crash (%s: %s)",
+                "the crash (%s)",
                 self.label,
-                type(crash).__name__,
-                crash,
+                describe(crash),
                 exc_info=error,
                 extra={"service": self.name, "crash": crash},
             )
@@ -849,11 +857,15 @@ def _core_of(service: Service, what: str, *, in_init: bool = False) -> _Incarnat
     return core
 
 
+def _public(exc: _NotRunError) -> ServiceUnavailableError:
+    return ServiceUnavailableError(exc.service, exc.reason)
+
+
 def _reason_text(reason: str | BaseException | None) -> str:
     if reason is None:
         return "not started"
     if isinstance(reason, BaseException):
-        return f"crashed with {type(reason).__name__}: {reason}"
+        return f"crashed with {describe(reason)}"
     return reason
 
 
@@ -983,7 +995,11 @@ class ServiceRef(Generic[S]):
         msg = _Message(core, fn, args, kwargs, current_task())
         timeout = self._timeout
         with trio.CancelScope(deadline=trio.current_time() + timeout):
-            return await core.call(msg)
+            try:
+                return await core.call(msg)
+            except _NotRunError as exc:
+                # The private marker is for calls by name, which retry; a ref never does.
+                raise _public(exc) from exc.__cause__
         raise CallTimeoutError(core.label, handler, timeout)
 
     async def cast(
@@ -1020,7 +1036,7 @@ class ServiceRef(Generic[S]):
             # `send` only checked for cancellation before refusing: a schedule
             # point too, so a loop retrying a stopped service cannot starve others.
             await trio.lowlevel.cancel_shielded_checkpoint()
-            raise core.unavailable() from None
+            raise core.unavailable(ServiceUnavailableError) from None
 
     def try_cast(
         self,
@@ -1042,7 +1058,7 @@ class ServiceRef(Generic[S]):
         except trio.WouldBlock:
             raise MailboxFullError(core.label, core.mailbox.capacity) from None
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise core.unavailable() from None
+            raise core.unavailable(ServiceUnavailableError) from None
 
     def statistics(self) -> ServiceStatistics:
         """Counters of this incarnation, without waiting."""

@@ -70,6 +70,7 @@ from ._errors import (
     SupervisorClosedError,
     UnknownChildError,
 )
+from ._exits import describe as _describe
 from ._exits import read_exit
 from ._logging import wants
 from ._names import _expect_restart, _unexpect_restart
@@ -1217,12 +1218,6 @@ def _take_error(run: _Run) -> BaseException | None:
     if run.done:
         run.value = None
     return error
-
-
-def _describe(error: BaseException) -> str:
-    """``Type: message`` for a log line, or just ``Type`` when it has no message."""
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _registered(kind: str, name: str | None, value: object) -> AbstractContextManager[None]:

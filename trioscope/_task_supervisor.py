@@ -32,10 +32,11 @@ import trio
 
 from ._child_spec import Backoff, ChildSpec, Restart, _ChildHandle, _Startable
 from ._errors import MaxChildrenError, ServiceUnavailableError, UnknownChildError
+from ._exits import describe as _describe
 from ._exits import read_exit
 from ._logging import wants
 from ._registry import _current_registry_or_none, _no_registry_error
-from ._supervisor import _check_max_children, _describe, _registered
+from ._supervisor import _check_max_children, _registered
 
 _log = logging.getLogger("trioscope.tasks")
 R = TypeVar("R")

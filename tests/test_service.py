@@ -2121,4 +2121,3 @@ async def test_a_ref_never_shows_the_private_not_run_error() -> None:
         with pytest.raises(ServiceUnavailableError) as info:
             ref.try_cast(Counter.get)
         assert type(info.value) is ServiceUnavailableError
-

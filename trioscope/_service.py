@@ -292,7 +292,7 @@ class Service:
 
     @classmethod
     def child_spec(
-        cls,
+        cls: type[S],
         *args: object,
         name: str | None = None,
         id: str | None = None,
@@ -303,7 +303,7 @@ class Service:
         backoff: Backoff | None = None,
         init_kwargs: Mapping[str, object] | None = None,
         **kwargs: object,
-    ) -> ChildSpec:
+    ) -> ChildSpec[ServiceRef[S]]:
         """A `ChildSpec` that runs this service; other arguments go to ``__init__``.
 
         Args:
@@ -1123,7 +1123,7 @@ class ServiceRef(Generic[S]):
 
 
 @final
-class _ServiceStart(_Startable):
+class _ServiceStart(_Startable[ServiceRef[S]], Generic[S]):
     """The ``start`` of a service's `ChildSpec` (follows the `nursery.start` protocol)."""
 
     __slots__ = ("args", "cls", "kwargs", "mailbox_size", "name", "shutdown")
@@ -1131,7 +1131,7 @@ class _ServiceStart(_Startable):
 
     def __init__(
         self,
-        cls: type[Service],
+        cls: type[S],
         args: tuple[object, ...],
         kwargs: dict[str, object],
         name: str | None,
@@ -1155,7 +1155,9 @@ class _ServiceStart(_Startable):
         # A plain function returning the coroutine: one frame less per service.
         return self.run(task_status, _ChildHandle(shutdown=self.shutdown))
 
-    async def run(self, task_status: trio.TaskStatus[Any], handle: _ChildHandle) -> None:
+    async def run(
+        self, task_status: trio.TaskStatus[ServiceRef[S]], handle: _ChildHandle
+    ) -> None:
         registry: Registry | None = None
         name = self.name
         if name is not None:

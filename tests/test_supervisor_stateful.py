@@ -13,7 +13,13 @@ start failures, clock jumps, a control call (or ``delete_child``, or shutdown)
 made while a child's restart attempt is in progress and keeps failing, a
 ``start_child`` whose caller is cancelled while the child's start blocks
 (shielded or not), and shutdown at any point (leaving the block, or cancelling
-it from outside), also while children wait to restart. Each operation is
+it from outside), also while children wait to restart. Services also end
+themselves: ``self.stop()`` (a normal exit), ``self.stop(reason)`` (a crash),
+each with a call queued behind it, and an owned task (``self.start_soon``)
+that raises; they start owned tasks that idle and ``send_after`` timers, and
+hold deferred calls (``self.defer()``) that another message answers later,
+whose caller gives up first, or that the incarnation leaves unanswered when it
+ends (a crash, a stop, a strategy's restart, the tree's end). Each operation is
 applied to the real supervisor and to `Model`, a sequential simulation of
 DESIGN.md section 3 and of the supervisor's manager loop, and after every
 operation (and after the tree closes) the test checks that:
@@ -28,6 +34,19 @@ operation (and after the tree closes) the test checks that:
 - the exact sequence of starts, failed starts, own exits and supervisor stops
   equals the model's (so: which children a strategy stops, in reverse start
   order, and restarts, in start order);
+- a service that stops itself normally is a normal exit (a ``TRANSIENT`` one
+  is not restarted, a significant one ends the tree, a ``PERMANENT`` one is
+  restarted; monitors see ``"normal"``); ``stop(reason)`` and an owned task's
+  error are crashes (restart types, intensity, the reason as ``__cause__``
+  when the supervisor gives up); the call queued behind a stop never runs
+  (`ServiceUnavailableError`);
+- a deferred caller gets the reply another message gave, or
+  `ServiceUnavailableError` once its incarnation ended unanswered; a caller
+  that gave up is never answered (``reply`` returns ``False`` and
+  ``abandoned`` is true);
+- a timer fires exactly when the model says, into the incarnation that armed
+  it and never into the next; owned tasks run only while their incarnation
+  does;
 - every control call answers what the model says (also calls queued behind a
   restart attempt, and calls refused because the supervisor stops);
 - no public call waits longer than the budgets allow: time only moves when the
@@ -105,6 +124,8 @@ MAX_STEPS = 40
 # test lets time run), cut off at its SHUTDOWN budget.
 LINGER = (0.0, 0.25, 1.0, 4.0)
 SHUTDOWN = (0.5, 2.0, math.inf)
+# Not dyadic: a timer never fires in the same instant as a jump ends or a stop ends.
+TIMER_DELAYS = (0.3, 1.3, 2.7)
 NO_TIME = 10_000.0  # MockClock autojump threshold while time must not move
 
 # "nested": a supervisor (`supervisor_spec`) of one permanent plain grandchild
@@ -249,6 +270,55 @@ class CancelledStart:
 
 
 @dataclass(frozen=True)
+class SelfStop:
+    """A service's handler calls ``self.stop()`` (*reason*: ``self.stop(Boom())``), while
+    a call queued behind it waits (it never runs: `ServiceUnavailableError`)."""
+
+    id: str
+    reason: bool
+
+
+@dataclass(frozen=True)
+class OwnedCrash:
+    """A task the service started with ``self.start_soon`` raises."""
+
+    id: str
+
+
+@dataclass(frozen=True)
+class Own:
+    """A service starts an owned task that idles, and a ``send_after`` timer of *delay*."""
+
+    id: str
+    delay: float
+
+
+@dataclass(frozen=True)
+class Defer:
+    """A call to a service is deferred: held until `Answer`, or until the incarnation ends.
+
+    *then* ``"answer"``: `Answer` follows at once; ``"give_up"``: `GiveUp`, then `Answer`.
+    """
+
+    id: str
+    then: Literal["wait", "answer", "give_up"]
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    """The oldest deferred caller of a service still waiting is cancelled."""
+
+    id: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Another message answers the service's deferred calls (reply() says who still waited)."""
+
+    id: str
+
+
+@dataclass(frozen=True)
 class Shutdown:
     """Leave the block by cancelling it from outside (``None`` leaves it normally)."""
 
@@ -266,6 +336,12 @@ Op = (
     | CrashThenTerminate
     | CallDuringRestart
     | CancelledStart
+    | SelfStop
+    | OwnedCrash
+    | Own
+    | Defer
+    | GiveUp
+    | Answer
     | Shutdown
 )
 
@@ -283,7 +359,7 @@ backoffs = st.builds(
 def scenarios(draw: st.DrawFn) -> Scenario:
     pool = []
     for cid in IDS[: draw(st.integers(1, len(IDS)))]:
-        kind: Kind = draw(st.sampled_from(["plain", "service", "nested", "plain"]))
+        kind: Kind = draw(st.sampled_from(["plain", "service", "nested", "plain", "service"]))
         restart = draw(st.sampled_from(list(Restart)))
         significant = (
             kind != "nested"
@@ -343,6 +419,8 @@ def next_op(model: Model, ids: tuple[str, ...]) -> st.SearchStrategy[Op | None]:
             and (c.desc.backoff or model.backoff) is None
         ),
         tuple(cid for cid in ids if model.descs[cid].kind == "plain"),
+        tuple(cid for cid, c in children if c.status == "running" and c.desc.kind == "service"),
+        tuple(cid for cid, calls in model.deferred.items() if calls),
         ids,
     )
 
@@ -356,6 +434,8 @@ def _next_op(
     absent: tuple[str, ...],
     quick: tuple[str, ...],  # running, not nested, restarted without delay
     plain_ids: tuple[str, ...],
+    services: tuple[str, ...],  # running services
+    holding: tuple[str, ...],  # running services holding deferred calls
     ids: tuple[str, ...],
 ) -> st.SearchStrategy[Op | None]:
     any_id = st.sampled_from(ids)
@@ -397,6 +477,19 @@ def _next_op(
                 ),
             )
         )
+    if services:
+        service = st.sampled_from(services)
+        weighted += [
+            (3, lambda: st.builds(SelfStop, service, st.booleans())),
+            (2, lambda: st.builds(OwnedCrash, service)),
+            (3, lambda: st.builds(Own, service, st.sampled_from(TIMER_DELAYS))),
+            (4, lambda: st.builds(Defer, service, st.sampled_from(["wait", "answer", "give_up"]))),
+            (1, lambda: st.builds(GiveUp, service)),
+            (1, lambda: st.builds(Answer, service)),
+        ]
+    if holding:
+        held = st.sampled_from(holding)
+        weighted += [(2, lambda: st.builds(GiveUp, held)), (3, lambda: st.builds(Answer, held))]
     if plain_ids:
         absent_plain = tuple(cid for cid in absent if cid in plain_ids)
         weighted.append(
@@ -440,6 +533,28 @@ class MChild:
     started_at: float = 0.0
     restart_at: float | None = None  # when it is due to restart
     nested: Model | None = None  # the nested supervisor of a running "nested" child
+    generation: int = 0  # counts its incarnations
+
+
+@dataclass(eq=False)
+class DeferredCall:
+    """A call a service deferred: what the model expects, and what the caller got."""
+
+    cid: str
+    expect: Literal["pending", "answered", "unavailable", "gave_up"] = "pending"
+    got: tuple[str, object] | None = None  # (what, the answer) once the caller is done
+    inc: Incarnation | None = None  # the incarnation it called
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+
+@dataclass(frozen=True)
+class MTimer:
+    """A pending ``send_after`` of one incarnation (*generation*) of a service."""
+
+    tid: int
+    cid: str
+    generation: int
+    due: float
 
 
 Snapshot = list[tuple[str, str, int, float | None]]
@@ -474,6 +589,12 @@ class Model:
     hold: tuple[str, Callable[[], None]] | None = None
     snapshot: Snapshot | None = None  # which_children while the held start blocks
     leaving: bool = False  # the block is being left (during a held start)
+    # Deferred calls held by each running service's incarnation, in order.
+    deferred: dict[str, list[DeferredCall]] = field(default_factory=dict)
+    timers: list[MTimer] = field(default_factory=list)  # pending
+    fired: set[int] = field(default_factory=set)  # timers that must have fired
+    maybe: set[int] = field(default_factory=set)  # fired in the instant their service stopped
+    timer_ids: Iterator[int] = field(default_factory=itertools.count)
 
     # -- helpers
 
@@ -522,11 +643,20 @@ class Model:
             return False
         child.status = "running"
         child.started_at = self.now
+        child.generation += 1
         return True
+
+    def _ended(self, cid: str) -> None:
+        """A running incarnation ends: its deferred calls fail, its timers are cancelled."""
+        for call in self.deferred.pop(cid, []):
+            if call.expect == "pending":
+                call.expect = "unavailable"
+        self.timers = [t for t in self.timers if t.cid != cid]
 
     def _stop(self, cid: str) -> None:
         child = self.children[cid]
         if child.status == "running":
+            self._ended(cid)
             if child.nested is not None:
                 child.nested.close()  # a nested supervisor stops its own children
             else:
@@ -689,6 +819,8 @@ class Model:
             return False
         if not error and child.desc.kind == "service":
             return False
+        if child.desc.kind == "service":
+            self._ended(cid)
         if child.nested is not None:
             # The grandchild exits; if its supervisor gives up, that is our child's crash.
             child.nested.now = self.now
@@ -701,6 +833,52 @@ class Model:
         self._on_exit(cid, Boom if error else None)
         self._serve()
         return True
+
+    def service_exit(self, cid: str, cause: type[BaseException] | None) -> bool:
+        """A running service ends itself (stop(), stop(reason), an owned task's crash)."""
+        child = self.children.get(cid)
+        if child is None or child.status != "running" or child.desc.kind != "service":
+            return False
+        self._ended(cid)
+        self.events.append(("exit", cid))
+        self._on_exit(cid, cause)
+        self._serve()
+        return True
+
+    def running_service(self, cid: str) -> bool:
+        child = self.children.get(cid)
+        return child is not None and child.status == "running" and child.desc.kind == "service"
+
+    def defer(self, cid: str) -> DeferredCall | None:
+        if not self.running_service(cid):
+            return None
+        call = DeferredCall(cid)
+        self.deferred.setdefault(cid, []).append(call)
+        return call
+
+    def give_up(self, cid: str) -> DeferredCall | None:
+        waiting = [c for c in self.deferred.get(cid, []) if c.expect == "pending"]
+        if not waiting:
+            return None
+        waiting[0].expect = "gave_up"
+        return waiting[0]
+
+    def answer(self, cid: str) -> list[bool] | None:
+        """What each reply() returns: whether its caller still waited."""
+        if not self.running_service(cid):
+            return None
+        calls = self.deferred.pop(cid, [])
+        for call in calls:
+            if call.expect == "pending":
+                call.expect = "answered"
+        return [call.expect == "answered" for call in calls]
+
+    def own(self, cid: str, delay: float) -> int | None:
+        if not self.running_service(cid):
+            return None
+        tid = next(self.timer_ids)
+        self.timers.append(MTimer(tid, cid, self.children[cid].generation, self.now + delay))
+        return tid
 
     def exits_together(self, order: list[tuple[str, bool]]) -> None:
         """Children exited at once, in this order; their reports are handled in it."""
@@ -762,7 +940,31 @@ class Model:
 
     def jump(self, seconds: float) -> None:
         self.now += seconds
+        due = [t for t in self.timers if t.due <= self.now]
+        self.timers = [t for t in self.timers if t.due > self.now]
         self._serve()
+        for timer in due:
+            # The clock jumps at once: a timer and a restart that stops its service
+            # (a failed restart attempt's strategy) are due in the same instant.
+            child = self.children.get(timer.cid)
+            still = child is not None and child.status == "running"
+            if still and child is not None and child.generation == timer.generation:
+                self.fired.add(timer.tid)
+            else:
+                self.maybe.add(timer.tid)
+
+    def fire_while_stopping(self) -> None:
+        """The timers that fire while the running children stop one after another."""
+        at = self.now
+        for cid in reversed(list(self.children)):
+            child = self.children[cid]
+            if child.status == "running":
+                self.fired |= {
+                    t.tid
+                    for t in self.timers
+                    if t.cid == cid and t.generation == child.generation and t.due < at
+                }
+                at += child.desc.stop_time
 
     def terminate_child(self, cid: str) -> type[Exception] | None:
         error = self._terminate(cid)
@@ -840,6 +1042,9 @@ class Harness:
         self.linger = False  # services take their time to stop (time runs)
         self.closed = False
         self.started_after_close: list[str] = []
+        self.owned: list[Incarnation] = []  # whose owned tasks are running
+        self.ticks: list[int] = []  # timers that fired
+        self.stale_ticks: list[int] = []  # fired into another incarnation
 
     async def enter(self, cid: str) -> Incarnation:
         if self.closed:
@@ -886,13 +1091,16 @@ class Worker(trioscope.Service):
         self.cid = cid
         self.linger = linger
         self.inc: Incarnation | None = None
+        self.stopped_self = False
+        self.held: list[trioscope.Deferred[Incarnation | None]] = []
 
     async def init(self) -> None:
         self.inc = await self.harness.enter(self.cid)
 
     async def terminate(self, reason: BaseException | None) -> None:
         assert self.inc is not None
-        self.harness.leave(self.inc, "stop" if reason is None else "exit")
+        own_exit = reason is not None or self.stopped_self
+        self.harness.leave(self.inc, "exit" if own_exit else "stop")
         if reason is None and self.harness.linger:
             await trio.sleep(self.linger)  # cut off at the shutdown budget
 
@@ -901,6 +1109,50 @@ class Worker(trioscope.Service):
 
     async def crash(self) -> None:
         raise Boom(f"{self.inc!r} crashed")
+
+    async def stop_self(self, reason: bool) -> Incarnation | None:
+        self.stopped_self = True
+        self.stop(Boom(f"{self.inc!r} stopped itself") if reason else None)
+        return self.inc
+
+    async def spawn_crash(self) -> None:
+        self.start_soon(self._crash_soon)
+
+    async def _crash_soon(self) -> None:
+        await trio.lowlevel.checkpoint()
+        raise Boom(f"an owned task of {self.inc!r} crashed")
+
+    async def own(self, delay: float, tid: int) -> None:
+        self.start_soon(self._idle)
+        self.send_after(delay, Worker.tick, tid, self.inc)
+
+    async def _idle(self) -> None:
+        assert self.inc is not None
+        self.harness.owned.append(self.inc)
+        try:
+            await trio.sleep_forever()
+        finally:
+            self.harness.owned.remove(self.inc)
+
+    async def tick(self, tid: int, armed_by: Incarnation | None) -> None:
+        self.harness.ticks.append(tid)
+        if armed_by is not self.inc:
+            self.harness.stale_ticks.append(tid)
+
+    async def hold(self) -> trioscope.Deferred[Incarnation | None]:
+        deferred: trioscope.Deferred[Incarnation | None] = self.defer()
+        self.held.append(deferred)
+        return deferred
+
+    async def answer(self) -> list[bool]:
+        waited = []
+        for deferred in self.held:
+            abandoned = deferred.abandoned
+            waited.append(deferred.reply(self.inc))
+            assert abandoned == (not waited[-1])
+            assert deferred.answered
+        self.held.clear()
+        return waited
 
 
 def service_name(cid: str) -> str:
@@ -989,6 +1241,82 @@ class Run:
     sup: trioscope.Supervisor | None = None
     # Calls made in the background: the model's answer, and (error, seconds) taken.
     calls: list[tuple[list[Any], list[Any]]] = field(default_factory=list)
+    deferred_calls: list[DeferredCall] = field(default_factory=list)
+
+    def ref(self, cid: str) -> trioscope.ServiceRef[Worker]:
+        ref = self.reg.lookup(service_name(cid))
+        assert isinstance(ref, trioscope.ServiceRef)
+        return ref
+
+    async def deferred_caller(self, ref: trioscope.ServiceRef[Worker], call: DeferredCall) -> None:
+        with call.scope:
+            try:
+                value = await ref.with_timeout(math.inf).call(Worker.hold)
+            except trioscope.ServiceUnavailableError as exc:
+                call.got = ("unavailable", exc)
+            else:
+                call.got = ("answered", value)
+            return
+        call.got = ("gave_up", None)
+
+    async def service_ends(self, op: SelfStop | OwnedCrash) -> None:
+        """A service stops itself, or an owned task crashes it; monitors see why."""
+        if not self.model.running_service(op.id):
+            return
+        ref = self.ref(op.id)
+        [inc] = self.harness.live[op.id]
+        normal = isinstance(op, SelfStop) and not op.reason
+        self.model.service_exit(op.id, None if normal else Boom)
+        late: list[BaseException] = []
+
+        async def late_call() -> None:
+            # Sent once the stop_self call is in the mailbox: it never runs.
+            with pytest.raises(trioscope.ServiceUnavailableError) as info:
+                await ref.call(Worker.whoami)
+            late.append(info.value)
+
+        async with trioscope.monitor(ref) as down:
+            with takes(0.0):
+                if isinstance(op, SelfStop):
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(late_call)
+                        assert await ref.call(Worker.stop_self, op.reason) is inc
+                    assert len(late) == 1
+                else:
+                    await ref.call(Worker.spawn_crash)
+                reason = (await down.wait()).reason
+        if normal:
+            assert reason == "normal"
+        else:
+            assert isinstance(reason, Boom), reason
+
+    def give_up(self, cid: str) -> None:
+        call = self.model.give_up(cid)
+        if call is not None:
+            call.scope.cancel()
+
+    async def answer(self, cid: str) -> None:
+        waited = self.model.answer(cid)
+        if waited is not None:
+            with takes(0.0):
+                assert await self.ref(cid).call(Worker.answer) == waited
+
+    def check_services(self) -> None:
+        """Deferred calls got what the model says; timers fired in their own incarnation
+        (never into the next); owned tasks run only in live incarnations."""
+        model, harness = self.model, self.harness
+        for call in self.deferred_calls:
+            assert (call.got[0] if call.got else "pending") == call.expect, call
+            if call.expect == "answered":
+                assert call.got is not None
+                assert call.got[1] is call.inc
+        ticks = set(harness.ticks)
+        assert len(ticks) == len(harness.ticks), "a timer fired twice"
+        assert model.fired <= ticks, "a timer did not fire"
+        assert ticks <= model.fired | model.maybe, "a timer fired after its incarnation ended"
+        assert harness.stale_ticks == [], "a timer fired into another incarnation"
+        for inc in harness.owned:
+            assert inc in harness.live[inc.cid], f"an owned task of {inc!r} outlived it"
 
     def started_value_ok(self, value: object, cid: str) -> None:
         live = self.harness.live[cid]
@@ -1087,6 +1415,31 @@ class Run:
             return await self.call_during_restart(op)
         elif isinstance(op, CancelledStart):
             await self.cancelled_start(op)
+        elif isinstance(op, (SelfStop, OwnedCrash)):
+            await self.service_ends(op)
+        elif isinstance(op, Own):
+            tid = model.own(op.id, op.delay)
+            if tid is not None:
+                with takes(0.0):
+                    await self.ref(op.id).call(Worker.own, op.delay, tid)
+        elif isinstance(op, Defer):
+            call = model.defer(op.id)
+            if call is None:
+                return None
+            [call.inc] = harness.live[op.id]
+            self.deferred_calls.append(call)
+            self.bg.start_soon(self.deferred_caller, self.ref(op.id), call)
+            await trio.testing.wait_all_tasks_blocked()  # the service holds the call
+            assert call.got is None
+            if op.then == "give_up":
+                self.give_up(op.id)
+                await trio.testing.wait_all_tasks_blocked()
+            if op.then != "wait":
+                await self.answer(op.id)
+        elif isinstance(op, GiveUp):
+            self.give_up(op.id)
+        elif isinstance(op, Answer):
+            await self.answer(op.id)
         elif isinstance(op, Shutdown):
             return "cancel"
         elif isinstance(op, Jump):
@@ -1228,6 +1581,7 @@ class Run:
             supervisors=nested,
             workers=len(model.children) - nested,
         )
+        self.check_services()
 
 
 async def run_scenario(sc: Scenario, data: st.DataObject, clock: trio.testing.MockClock) -> None:
@@ -1315,6 +1669,7 @@ async def run_scenario(sc: Scenario, data: st.DataObject, clock: trio.testing.Mo
                     # Leave (or be cancelled) at once: the running children stop in
                     # reverse order, each taking what its stop takes within its budget.
                     stop_time = model.stop_time()
+                    model.fire_while_stopping()
                     model.close()
                     harness.linger = True
                     clock.autojump_threshold = 0
@@ -1356,6 +1711,13 @@ async def run_scenario(sc: Scenario, data: st.DataObject, clock: trio.testing.Mo
                     assert isinstance(gave_up.__cause__, cause)
         await trio.testing.wait_all_tasks_blocked()
         run.check_calls()
+        run.check_services()
+        for call in run.deferred_calls:
+            event(f"deferred call: {call.expect}")
+        if model.fired:
+            event("a timer fired")
+        assert harness.owned == []
+        assert all(call.got is not None for call in run.deferred_calls)
         assert harness.events == model.events
         assert all(not live for live in harness.live.values()), dict(harness.live)
         assert reg.names() == []
@@ -1368,6 +1730,7 @@ async def run_scenario(sc: Scenario, data: st.DataObject, clock: trio.testing.Mo
         await trio.testing.wait_all_tasks_blocked()
         assert harness.started_after_close == []
         assert harness.events == model.events
+        run.check_services()
         assert all(not live for live in harness.live.values())
 
 

@@ -252,3 +252,16 @@ def test_backoff_delay_bounds(
     assert initial <= base <= steady.delay(attempt + 1, rng) <= backoff.maximum
     delay = backoff.delay(attempt, random.Random(seed))
     assert base * (1 - jitter) <= delay <= base
+
+
+async def test_a_single_spec_instead_of_a_list_says_to_wrap_it() -> None:
+    message = (
+        "children must be a list of ChildSpec values, got a single ChildSpec ('a'): "
+        "wrap it in a list, [spec]"
+    )
+    spec = ChildSpec("a", _noop)
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+        async with trioscope.open_supervisor(spec):  # type: ignore[arg-type]
+            pytest.fail("the body must not run")  # pragma: no cover
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+        trioscope.supervisor_spec(spec, id="sup")  # type: ignore[arg-type]

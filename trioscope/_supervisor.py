@@ -256,8 +256,8 @@ class _Request:
 def _check_children(children: Iterable[ChildSpec]) -> list[ChildSpec]:
     if isinstance(children, ChildSpec):
         raise TypeError(
-            "children must be a list of ChildSpec values; got a single ChildSpec: "
-            f"pass [{children.id!r} spec] as a list"
+            f"children must be a list of ChildSpec values, got a single ChildSpec "
+            f"({children.id!r}): wrap it in a list, [spec]"
         )
     specs = list(children)
     seen: set[str] = set()

@@ -1155,9 +1155,7 @@ class _ServiceStart(_Startable[ServiceRef[S]], Generic[S]):
         # A plain function returning the coroutine: one frame less per service.
         return self.run(task_status, _ChildHandle(shutdown=self.shutdown))
 
-    async def run(
-        self, task_status: trio.TaskStatus[ServiceRef[S]], handle: _ChildHandle
-    ) -> None:
+    async def run(self, task_status: trio.TaskStatus[ServiceRef[S]], handle: _ChildHandle) -> None:
         registry: Registry | None = None
         name = self.name
         if name is not None:

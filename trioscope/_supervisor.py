@@ -1064,8 +1064,9 @@ class Supervisor:
     async def _restart(self, child: _Child) -> None:
         """One restart attempt: one step of the manager."""
         del self._pending[child]
-        child.status = "restarting"  # while the attempt runs, too
-        _expect_restart(self._registry, child.spec, "restarting", None)
+        if child.status != "restarting":  # from backoff; else the registry knows already
+            child.status = "restarting"  # while the attempt runs, too
+            _expect_restart(self._registry, child.spec, "restarting", None)
         child.restarts += 1
         if _log.isEnabledFor(logging.INFO):
             _log.info(

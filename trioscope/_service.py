@@ -162,6 +162,7 @@ class Service:
 
     _trioscope_handlers: ClassVar[dict[Callable[..., Any], str]] = {}
     _trioscope_signature: ClassVar[inspect.Signature | None] = None
+    _trioscope_clashes: ClassVar[tuple[str, ...]] = ()
     # The running incarnation; set on the instance while it runs, so that a
     # handler's ``self.stop()`` and the like find it (no cycle once it ends).
     _trioscope_core: _Incarnation | None = None
@@ -341,17 +342,19 @@ class Service:
             )
         signature = cls.__dict__.get("_trioscope_signature")
         if signature is None:
-            # inspect.signature costs tens of microseconds: once per class.
+            # inspect.signature costs tens of microseconds: once per class, and
+            # so does finding the __init__ parameters named like our options.
             signature = inspect.signature(cls)
             cls._trioscope_signature = signature
-        if init_kwargs is None:
-            clashes = [
+            cls._trioscope_clashes = tuple(
                 p
                 for p in _OPTIONS
                 if p in signature.parameters
                 and signature.parameters[p].kind
                 in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-            ]
+            )
+        if init_kwargs is None:
+            clashes = cls._trioscope_clashes
             if clashes:
                 listed = " and ".join(map(repr, clashes))
                 given = ", ".join(f"{p!r}: ..." for p in clashes)

@@ -1243,13 +1243,21 @@ def whereis_supervisor(name: str) -> Supervisor | None:
         NoRegistryError: no registry is open around the current task.
         TypeError: *name* holds something that is not a `Supervisor`.
     """
+    return _lookup(name, Supervisor, "whereis_supervisor")
+
+
+_V = TypeVar("_V")
+
+
+def _lookup(name: str, kind: type[_V], call: str) -> _V | None:
+    """The *kind* registered as *name*, seen from the current task (for the typed lookups)."""
     registry = _current_registry_or_none()
     if registry is None:
-        raise _no_registry_error(f"whereis_supervisor({name!r})")
+        raise _no_registry_error(f"{call}({name!r})")
     value = registry.lookup(name)
-    if value is None or isinstance(value, Supervisor):
+    if value is None or isinstance(value, kind):
         return value
-    raise TypeError(f"name {name!r} is registered to {value!r}, which is not a Supervisor")
+    raise TypeError(f"name {name!r} is registered to {value!r}, which is not a {kind.__name__}")
 
 
 @asynccontextmanager

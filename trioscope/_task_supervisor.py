@@ -35,8 +35,7 @@ from ._errors import MaxChildrenError, ServiceUnavailableError, UnknownChildErro
 from ._exits import describe as _describe
 from ._exits import read_exit
 from ._logging import wants
-from ._registry import _current_registry_or_none, _no_registry_error
-from ._supervisor import _check_max_children, _registered
+from ._supervisor import _check_max_children, _lookup, _registered
 
 _log = logging.getLogger("trioscope.tasks")
 R = TypeVar("R")
@@ -345,13 +344,7 @@ def whereis_task_supervisor(name: str) -> TaskSupervisor | None:
         NoRegistryError: no registry is open around the current task.
         TypeError: *name* holds something that is not a `TaskSupervisor`.
     """
-    registry = _current_registry_or_none()
-    if registry is None:
-        raise _no_registry_error(f"whereis_task_supervisor({name!r})")
-    value = registry.lookup(name)
-    if value is None or isinstance(value, TaskSupervisor):
-        return value
-    raise TypeError(f"name {name!r} is registered to {value!r}, which is not a TaskSupervisor")
+    return _lookup(name, TaskSupervisor, "whereis_task_supervisor")
 
 
 @final

@@ -1421,3 +1421,64 @@ async def test_a_dynamic_supervisor_stops_each_child_within_its_own_budget(
         await sup.start_child(SlowStop.child_spec(events, "b", 3, id="b", shutdown=5))
     assert trio.current_time() == 3
     assert sorted(events) == ["terminate a at 0", "terminate b at 0", "terminated b at 3"]
+
+
+# == review: a Ctrl-C at a block's nursery exit ========================================
+
+_INTERRUPT_AT_THE_NURSERY_EXIT = textwrap.dedent(
+    """
+    import signal
+    import sys
+    import trio
+    import trioscope
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    async def slow_task():
+        # It first runs once the body has left the block: the opener is then
+        # parked in the nursery's exit, waiting for this task.
+        print("waiting", flush=True)
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(sys.stdin.readline)
+
+    async def main():
+        async with trioscope.open_task_supervisor() as tasks:
+            tasks.start_soon(slow_task)
+
+    try:
+        trio.run(main)
+    except BaseException as exc:
+        print("raised", type(exc).__name__, flush=True)
+    """
+)
+
+
+async def test_a_ctrl_c_at_a_task_supervisors_nursery_exit_comes_out_bare() -> None:
+    """A KeyboardInterrupt delivered while the block waits for its tasks is raised bare.
+
+    Before: Trio's nursery exit wrapped it, and a BaseExceptionGroup escaped.
+    """
+    output = b""
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(20):  # starting Python; a guard, not a wait
+            process = await nursery.start(
+                functools.partial(
+                    trio.run_process,
+                    [sys.executable, "-c", _INTERRUPT_AT_THE_NURSERY_EXIT],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    check=False,
+                )
+            )
+            assert process.stdout is not None
+            assert process.stdin is not None
+            while b"waiting\n" not in output:
+                chunk = await process.stdout.receive_some()
+                assert chunk, f"the app exited early: {output!r}"
+                output += chunk
+            process.send_signal(signal.SIGINT)
+            await process.stdin.send_all(b"done\n")  # let the shielded task end
+            async for chunk in process.stdout:
+                output += chunk
+            await process.wait()
+    assert output.decode().splitlines() == ["waiting", "raised KeyboardInterrupt"]

@@ -1260,6 +1260,23 @@ def _lookup(name: str, kind: type[_V], call: str) -> _V | None:
     raise TypeError(f"name {name!r} is registered to {value!r}, which is not a {kind.__name__}")
 
 
+def _keep_nursery_exit(exc: BaseException, interrupt: Callable[[BaseException], None]) -> bool:
+    """Read what a supervisor's nursery raised at its exit; whether the caller keeps it.
+
+    Only Cancelled (for an enclosing scope) and an interrupt delivered to the
+    opener's task can come out of it. An interrupt goes to *interrupt* (kept,
+    to be raised bare by the opener); a group of Cancelled alone is not ours.
+    """
+    read = read_exit(exc)
+    if read.interrupt is None and read.error is None:
+        return False
+    if read.interrupt is not None:
+        interrupt(read.interrupt)
+    if read.error is not None:
+        raise read.error  # a fault of our own: bare, never in a group
+    return True
+
+
 @asynccontextmanager
 async def _open(
     children: Iterable[ChildSpec],
@@ -1309,22 +1326,29 @@ async def _open(
     # with, this one, so their registry scope is always the supervisor's.
     # A name is registered before any child starts (so children can find their
     # supervisor), and released once every child has stopped.
+    # While the nursery waits for children already killed, a Ctrl-C can still
+    # land in this task, at the nursery's exit, which would wrap it in a group:
+    # it is read like any other exit, and raised bare below.
     body_error: BaseException | None = None
     with _registered("supervisor", name, sup):
-        async with trio.open_nursery() as nursery:
-            sup._nursery = nursery
-            nursery.start_soon(sup._manage, name=f"trioscope supervisor {id!r}")
-            try:
-                await sup._ready.wait()
-                if sup._error is None and sup._interrupted is None:
-                    with sup._body_scope:
-                        yield sup
-            except BaseException as exc:
-                body_error = exc
-                interrupt = read_exit(exc).interrupt
-                if interrupt is not None:
-                    sup._interrupt(interrupt)
-            await sup._close()
+        try:
+            async with trio.open_nursery() as nursery:
+                sup._nursery = nursery
+                nursery.start_soon(sup._manage, name=f"trioscope supervisor {id!r}")
+                try:
+                    await sup._ready.wait()
+                    if sup._error is None and sup._interrupted is None:
+                        with sup._body_scope:
+                            yield sup
+                except BaseException as exc:
+                    body_error = exc
+                    interrupt = read_exit(exc).interrupt
+                    if interrupt is not None:
+                        sup._interrupt(interrupt)
+                await sup._close()
+        except BaseException as exc:
+            if not _keep_nursery_exit(exc, sup._interrupt):
+                raise
     if sup._interrupted is not None:
         # Never swallowed, and it wins over any other outcome.
         interrupted = sup._interrupted

@@ -35,7 +35,7 @@ from ._errors import MaxChildrenError, ServiceUnavailableError, UnknownChildErro
 from ._exits import describe as _describe
 from ._exits import read_exit
 from ._logging import wants
-from ._supervisor import _check_max_children, _lookup, _registered
+from ._supervisor import _check_max_children, _keep_nursery_exit, _lookup, _registered
 
 _log = logging.getLogger("trioscope.tasks")
 R = TypeVar("R")
@@ -299,14 +299,20 @@ async def _open(
     supervisor = TaskSupervisor(id, name=name, max_children=max_children)
     body_error: BaseException | None = None
     with _registered("task supervisor", name, supervisor):
-        async with trio.open_nursery() as nursery:
-            supervisor._nursery = nursery
-            try:
-                with supervisor._body_scope:
-                    yield supervisor
-            except BaseException as exc:
-                body_error = exc
-                nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                supervisor._nursery = nursery
+                try:
+                    with supervisor._body_scope:
+                        yield supervisor
+                except BaseException as exc:
+                    body_error = exc
+                    nursery.cancel_scope.cancel()
+        except BaseException as exc:
+            # A Ctrl-C delivered to this task while the nursery waits for its
+            # tasks would come out wrapped in a group: raised bare below.
+            if not _keep_nursery_exit(exc, supervisor._interrupt):
+                raise
     supervisor._closed = True
     if supervisor._interrupted is not None:
         raise supervisor._interrupted

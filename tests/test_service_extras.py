@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from _guards import checkpoints_even_when_raising
 from test_service import Counter, capture, exactly, running, stats
 
 import trioscope
@@ -107,6 +108,12 @@ class Selfish(Service):
     async def call_self_by_name(self) -> str:
         return await trioscope.call("selfish", Selfish.ping)
 
+    async def call_self_counting_checkpoints(self) -> str:
+        assert self.ref is not None
+        with checkpoints_even_when_raising(), pytest.raises(CallingSelfError):
+            await self.ref.call(Selfish.ping)
+        return "checkpointed"
+
     async def cast_self(self, times: int) -> int:
         assert self.ref is not None
         sent = 0
@@ -139,6 +146,14 @@ async def test_a_handler_calling_its_own_service_fails_at_once(
         assert isinstance(cause, RuntimeError)
         assert str(cause) == CALLING_SELF.format(running=how)
         assert (cause.service, cause.handler, cause.caller) == ("'selfish'", "ping", how)
+
+
+async def test_a_failing_self_call_is_a_checkpoint() -> None:
+    """Every waiting call checkpoints on every path, the self-call error included."""
+    async with running() as host:
+        ref = await host.start(Selfish.child_spec(name="selfish"))
+        await ref.call(Selfish.remember, ref)
+        assert await ref.call(Selfish.call_self_counting_checkpoints) == "checkpointed"
 
 
 async def test_a_self_cast_into_a_full_mailbox_fails_at_once_instead_of_wedging() -> None:

@@ -566,7 +566,9 @@ class _Incarnation:
 
     async def call(self, msg: _Message) -> Any:
         if msg.task is self.task:
-            # Its own task could never take the message: fail now, not at the timeout.
+            # Its own task could never take the message: fail now, not at the timeout
+            # (after a checkpoint, as every waiting call on every path).
+            await trio.lowlevel.checkpoint()
             raise self.calling_self(msg.fn)
         self.in_flight += 1
         try:

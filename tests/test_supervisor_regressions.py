@@ -1482,3 +1482,31 @@ async def test_a_ctrl_c_at_a_task_supervisors_nursery_exit_comes_out_bare() -> N
                 output += chunk
             await process.wait()
     assert output.decode().splitlines() == ["waiting", "raised KeyboardInterrupt"]
+
+
+async def test_a_child_calling_its_supervisor_before_it_is_ready_fails_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The manager waits for the child's started(): the child's own call would deadlock."""
+    kids = Children()
+    box: list[Supervisor] = []
+    seen: list[str] = []
+
+    async def eager(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with pytest.raises(ChildStateError) as info:
+            await box[0].start_child(kids.spec("b"))
+        seen.append(str(info.value))
+        task_status.started()
+        await trio.sleep_forever()
+
+    async with open_dynamic_supervisor(id="sup") as sup:
+        box.append(sup)
+        with trio.fail_after(1):
+            await sup.start_child(ChildSpec("a", eager))
+        assert trio.current_time() == 0
+    assert seen == [
+        "child 'a' of supervisor 'sup' is starting; its start_child on its own supervisor "
+        "could never be answered: the supervisor waits for it (until it calls "
+        "task_status.started(), or has stopped)"
+    ]
+    assert kids.events == []

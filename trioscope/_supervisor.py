@@ -201,6 +201,7 @@ class _Run:
         "scope",
         "stopping",
         "sup",
+        "task",
         "value",
         "was_started",
     )
@@ -219,6 +220,7 @@ class _Run:
         self.abandoned = False  # its start was given up
         self.discard = False  # a new child (start_child): not kept unless it starts
         self.handled = False  # the manager has dealt with its exit
+        self.task: Task | None = None  # the child's task, once it runs
 
     def started(self, value: object = None) -> None:
         """Trio's ``task_status.started``: the child is ready, with *value*."""
@@ -349,6 +351,7 @@ class Supervisor:
         self._restart_times: deque[float] = deque()
         self._inbox: deque[_Run | _Request] = deque()
         self._manager: Task | None = None  # parked, waiting for something to happen
+        self._waiting_on: _Run | None = None  # the run a start or stop step waits for
         self._woken = False
         self._body_scope = trio.CancelScope()
         self._manager_scope = trio.CancelScope(shield=True)
@@ -417,6 +420,19 @@ class Supervisor:
         if self._stopping:
             await trio.lowlevel.checkpoint()
             raise SupervisorClosedError(self.id, call, stopped=self._closed)
+        busy = self._waiting_on
+        if busy is not None and busy.task is trio.lowlevel.current_task():
+            # The manager waits for this very task (its start or its stop), so it
+            # could never take the call: fail now (as OTP's calling_self).
+            await trio.lowlevel.checkpoint()
+            child = busy.child
+            raise ChildStateError(
+                self.id,
+                child.spec.id,
+                child.status,
+                f"its {call} on its own supervisor could never be answered: the supervisor "
+                "waits for it (until it calls task_status.started(), or has stopped)",
+            )
         request = _Request(self, kind, arg)
         self._inbox.append(request)
         self._wakeup()
@@ -710,12 +726,15 @@ class Supervisor:
             child.status = "starting"
         child.restart_at = None
         self._nursery.start_soon(self._run_child, run, name=child.spec.id)
+        self._waiting_on = run
         while not run.done and not run.was_started:
             if self._stopping or (request is not None and request.abandoned):
                 run.abandoned = True
                 self._stop_run(run, trio.current_time())
+                self._waiting_on = None
                 return run
             await self._park()
+        self._waiting_on = None
         if request is not None and request.abandoned and not run.done:
             run.abandoned = True
             self._stop_run(run, trio.current_time())
@@ -775,6 +794,7 @@ class Supervisor:
         again (it cannot come through the shield, but it is never swallowed).
         """
         start = run.child.spec.start
+        run.task = trio.lowlevel.current_task()
         cancelled: BaseException | None = None
         try:
             with run.scope:
@@ -836,8 +856,10 @@ class Supervisor:
         if run is None:
             return
         self._stop_run(run, trio.current_time())
+        self._waiting_on = run
         while not run.done:
             await self._park()
+        self._waiting_on = None
         self._finish_stop(run)
 
     def _finish_stop(self, run: _Run) -> None:

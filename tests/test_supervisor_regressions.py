@@ -1510,3 +1510,32 @@ async def test_a_child_calling_its_supervisor_before_it_is_ready_fails_at_once(
         "task_status.started(), or has stopped)"
     ]
     assert kids.events == []
+
+
+class _SlowTerminate(trioscope.Service):
+    async def terminate(self, reason: BaseException | None) -> None:
+        await trio.sleep(3)  # within its own budget (shutdown=10)
+
+
+async def test_a_nested_supervisor_stopping_on_its_own_keeps_to_its_parents_budget(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The parent's budget for a nested supervisor reaches its shields even when it is
+    already stopping (here by auto_shutdown) when the parent stops it (found by review)."""
+
+    async def quitter(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        await trio.sleep(0.1)  # a normal exit: the nested supervisor shuts down
+
+    inner = supervisor_spec(
+        [
+            _SlowTerminate.child_spec(id="slow", shutdown=10),
+            ChildSpec("quit", quitter, restart=Restart.TRANSIENT, significant=True),
+        ],
+        id="inner",
+        auto_shutdown="any_significant",
+        shutdown=0.5,  # what the parent gives it to stop
+    )
+    async with open_supervisor([inner], id="outer"):
+        await trio.sleep(0.3)  # inner is stopping on its own: "slow" is in its terminate
+    assert trio.current_time() == 0.3 + 0.5  # left at 0.3, plus the budget

@@ -212,7 +212,7 @@ class ChildSpec(Generic[T_co]):
 class _ChildHandle:
     """What a supervisor hands a child it runs: its restart count and a stop request."""
 
-    __slots__ = ("_on_stop", "deadline", "restarts", "shutdown", "stop_requested")
+    __slots__ = ("_on_deadline", "_on_stop", "deadline", "restarts", "shutdown", "stop_requested")
 
     def __init__(self, restarts: int = 0, shutdown: float = DEFAULT_SHUTDOWN_S) -> None:
         self.restarts = restarts
@@ -222,12 +222,26 @@ class _ChildHandle:
         # when it is stopped. A nested supervisor stops its own children by then.
         self.deadline = math.inf
         self._on_stop: Callable[[], None] | None = None
+        self._on_deadline: Callable[[], None] | None = None
 
     def on_stop(self, callback: Callable[[], None]) -> None:
         """Call *callback* (synchronously) when a graceful stop is requested."""
         self._on_stop = callback
         if self.stop_requested:
             callback()
+
+    def on_deadline(self, callback: Callable[[], None]) -> None:
+        """Call *callback* (synchronously) whenever the supervisor sets `deadline`.
+
+        A nested supervisor passes a shorter budget (or a kill, ``-inf``) on to
+        its own children at once, through their shields.
+        """
+        self._on_deadline = callback
+
+    def set_deadline(self, deadline: float) -> None:
+        self.deadline = deadline
+        if self._on_deadline is not None:
+            self._on_deadline()
 
     def request_stop(self) -> None:
         if self.stop_requested:

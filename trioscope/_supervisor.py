@@ -364,6 +364,9 @@ class Supervisor:
         self._error: BaseException | None = None
         self._interrupted: BaseException | None = None
         self._handle = handle  # from the parent, when nested
+        self._close_scope: trio.CancelScope | None = None  # the opener's wait, once closing
+        if handle is not None:
+            handle.on_deadline(self._budget_cut)
         # Where its named children register: told which wait to restart, so a
         # call by name that gives up can say so.
         self._registry = _current_registry_or_none()
@@ -826,7 +829,7 @@ class Supervisor:
                 run.interrupted = True
                 self._interrupt(read.interrupt)
         run.done = True
-        run.handle._on_stop = None
+        run.handle._on_stop = run.handle._on_deadline = None  # no cycle through the child
         self._inbox.append(run)
         self._wakeup()
         return cancelled
@@ -843,10 +846,10 @@ class Supervisor:
         deadline = min(now + spec.shutdown, self._parent_deadline())
         handle = run.handle
         if deadline <= now or not run.was_started or not isinstance(spec.start, _Startable):
-            handle.deadline = now
+            handle.set_deadline(now)
             run.scope.cancel()
         else:
-            handle.deadline = deadline
+            handle.set_deadline(deadline)
             run.scope.deadline = deadline
             handle.request_stop()
 
@@ -897,6 +900,29 @@ class Supervisor:
                 spec.id,
                 extra={"supervisor": self.id, "child": spec.id, "event": "stop"},
             )
+
+    def _budget_cut(self) -> None:
+        """The parent set this (nested) supervisor's deadline: its stop budget, or a kill.
+
+        Passed on at once to every shield this supervisor holds, its children's
+        too, so that a nested supervisor never outlives what its parent gave it,
+        also when it had begun to stop on its own.
+        """
+        assert self._handle is not None
+        deadline = self._handle.deadline
+        if deadline == -math.inf:
+            self._kill()
+            return
+        self._stop_deadline = min(self._stop_deadline, deadline)
+        self._manager_scope.deadline = min(self._manager_scope.deadline, deadline)
+        if self._close_scope is not None:
+            self._close_scope.deadline = min(self._close_scope.deadline, deadline)
+        for child in self._children.values():
+            run = child.run
+            if run is not None and not run.done:
+                run.scope.deadline = min(run.scope.deadline, deadline)
+                if run.handle.deadline > deadline:
+                    run.handle.set_deadline(deadline)
 
     def _parent_deadline(self) -> float:
         return self._handle.deadline if self._handle is not None else math.inf
@@ -1207,13 +1233,13 @@ class Supervisor:
         for child in self._children.values():
             run = child.run
             if run is not None:
-                run.handle.deadline = -math.inf
+                run.handle.set_deadline(-math.inf)  # a nested supervisor kills its own
                 run.scope.cancel()
 
     async def _close(self) -> None:
         """Leave the block: stop in order, within the budgets; a second interrupt kills."""
         self._begin_stop()
-        with trio.CancelScope(shield=True, deadline=self._stop_deadline):
+        with trio.CancelScope(shield=True, deadline=self._stop_deadline) as self._close_scope:
             try:
                 await self._manager_done.wait()
             except BaseException as exc:

@@ -878,18 +878,22 @@ class Supervisor:
         spec = child.spec
         error = _take_error(run)
         if error is not None and wants(_log, logging.ERROR):
-            # An error while stopping (a terminate() or a cleanup that raised,
-            # or a crash that came before the stop) is never lost.
+            # An error while stopping (a terminate() or a cleanup that raised)
+            # is never lost. A crash of its own that came just before the stop
+            # is reported as such: a service has written its crash report with
+            # the traceback already, a plain child has nobody else to tell.
+            own = not run.stopping
             _log.error(
-                "supervisor %r: child %r raised while being stopped: %s",
+                "supervisor %r: child %r %s: %s",
                 self.id,
                 spec.id,
+                "exited by itself as it was being stopped" if own else "raised while being stopped",
                 _describe(error),
-                exc_info=error,
+                exc_info=None if own and isinstance(spec.start, _Startable) else error,
                 extra={
                     "supervisor": self.id,
                     "child": spec.id,
-                    "event": "stop_error",
+                    "event": "exit" if own else "stop_error",
                     "reason": repr(error),
                 },
             )

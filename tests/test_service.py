@@ -1865,17 +1865,27 @@ async def test_health_is_degraded_when_the_hook_does_not_answer_in_time(
         assert health.detail == {"error": "no answer within 1 s"}
 
 
+async def health_behind_a_held_call(
+    host: Host, ref: ServiceRef[Probe]
+) -> tuple[trio.Event, trio.Event, dict[str, object]]:
+    """Hold the service in a call (until *gate*), queue a health check behind it
+    (its result lands in *results*), then another held call (until *second_gate*)
+    that keeps the mailbox from draining once the health check has run."""
+    gate = trio.Event()
+    host.nursery.start_soon(ref.call, Probe.hold, gate)
+    await trio.testing.wait_all_tasks_blocked()
+    results: dict[str, object] = {}
+    host.nursery.start_soon(capture, results, "health", ref.health)
+    await trio.testing.wait_all_tasks_blocked()
+    second_gate = trio.Event()
+    ref.try_cast(Probe.hold, second_gate)
+    return gate, second_gate, results
+
+
 async def test_health_is_degraded_when_the_mailbox_is_nearly_full() -> None:
     async with running() as host:
         ref = await host.start(Probe.child_spec({}, name="p", mailbox_size=10))
-        gate = trio.Event()
-        host.nursery.start_soon(ref.call, Probe.hold, gate)
-        await trio.testing.wait_all_tasks_blocked()
-        results: dict[str, object] = {}
-        host.nursery.start_soon(capture, results, "health", ref.health)
-        await trio.testing.wait_all_tasks_blocked()
-        second_gate = trio.Event()
-        ref.try_cast(Probe.hold, second_gate)  # keeps the mailbox from draining after health
+        gate, second_gate, results = await health_behind_a_held_call(host, ref)
         for _ in range(8):
             ref.try_cast(Probe.noop)
         for _ in range(3):  # waiting senders refill every slot the service frees
@@ -1893,14 +1903,7 @@ async def test_health_is_degraded_when_the_mailbox_is_nearly_full() -> None:
 async def test_withdrawn_calls_do_not_count_toward_degraded_health() -> None:
     async with running() as host:
         ref = await host.start(Probe.child_spec({}, name="p", mailbox_size=20))
-        gate = trio.Event()
-        host.nursery.start_soon(ref.call, Probe.hold, gate)
-        await trio.testing.wait_all_tasks_blocked()
-        results: dict[str, object] = {}
-        host.nursery.start_soon(capture, results, "health", ref.health)
-        await trio.testing.wait_all_tasks_blocked()
-        second_gate = trio.Event()
-        ref.try_cast(Probe.hold, second_gate)  # keeps the mailbox from draining after health
+        gate, second_gate, results = await health_behind_a_held_call(host, ref)
         withdrawn = [await queue_call(host, ref, Probe.noop) for _ in range(10)]
         for _ in range(8):
             ref.try_cast(Probe.noop)

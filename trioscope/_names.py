@@ -310,6 +310,16 @@ async def cast(
 # -- the implementation shared by the functions and NameRef -------------------
 
 
+async def _registry_for(what: str) -> Registry:
+    """The registry around the current task; `NoRegistryError` after a checkpoint
+    (a waiting call checkpoints on every path, errors included)."""
+    registry = _current_registry_or_none()
+    if registry is None:
+        await trio.lowlevel.checkpoint()
+        raise _no_registry_error(what)
+    return registry
+
+
 async def _call(
     name: str,
     cls: type[Service] | None,
@@ -319,10 +329,7 @@ async def _call(
     kwargs: dict[str, object],
 ) -> Any:
     what = f"call({name!r}, ...)"
-    registry = _current_registry_or_none()
-    if registry is None:
-        await trio.lowlevel.checkpoint()  # a checkpoint on every path, errors included
-        raise _no_registry_error(what)
+    registry = await _registry_for(what)
     sent: _Message | None = None
     failed: _Incarnation | None = None
     with trio.CancelScope(deadline=trio.current_time() + budget_s):
@@ -375,10 +382,7 @@ async def _cast(
     kwargs: dict[str, object],
 ) -> None:
     what = f"cast({name!r}, ...)"
-    registry = _current_registry_or_none()
-    if registry is None:
-        await trio.lowlevel.checkpoint()  # a checkpoint on every path, errors included
-        raise _no_registry_error(what)
+    registry = await _registry_for(what)
     failed: _Incarnation | None = None
     with trio.CancelScope(deadline=trio.current_time() + budget_s):
         while True:

@@ -26,7 +26,7 @@ import difflib
 import inspect
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, Generic, Protocol, TypeVar, final, overload
+from typing import Any, Final, Generic, NoReturn, Protocol, TypeVar, final, overload
 
 import trio
 from trio.lowlevel import current_task
@@ -310,14 +310,11 @@ async def cast(
 # -- the implementation shared by the functions and NameRef -------------------
 
 
-async def _registry_for(what: str) -> Registry:
-    """The registry around the current task; `NoRegistryError` after a checkpoint
-    (a waiting call checkpoints on every path, errors included)."""
-    registry = _current_registry_or_none()
-    if registry is None:
-        await trio.lowlevel.checkpoint()
-        raise _no_registry_error(what)
-    return registry
+async def _raise_no_registry(what: str) -> NoReturn:
+    """`NoRegistryError`, after a checkpoint: a waiting call checkpoints on every
+    path, errors included (kept out of line: the found-registry path pays nothing)."""
+    await trio.lowlevel.checkpoint()
+    raise _no_registry_error(what)
 
 
 async def _call(
@@ -329,7 +326,9 @@ async def _call(
     kwargs: dict[str, object],
 ) -> Any:
     what = f"call({name!r}, ...)"
-    registry = await _registry_for(what)
+    registry = _current_registry_or_none()
+    if registry is None:
+        await _raise_no_registry(what)
     sent: _Message | None = None
     failed: _Incarnation | None = None
     with trio.CancelScope(deadline=trio.current_time() + budget_s):
@@ -382,7 +381,9 @@ async def _cast(
     kwargs: dict[str, object],
 ) -> None:
     what = f"cast({name!r}, ...)"
-    registry = await _registry_for(what)
+    registry = _current_registry_or_none()
+    if registry is None:
+        await _raise_no_registry(what)
     failed: _Incarnation | None = None
     with trio.CancelScope(deadline=trio.current_time() + budget_s):
         while True:

@@ -1,0 +1,58 @@
+"""The event store's client functions: ``from trioscope.foundation import events``.
+
+::
+
+    import trio, trioscope
+    from trioscope.foundation import Event, event_store_spec, events
+
+    async def main() -> None:
+        async with trioscope.open_registry(isolated=True), trioscope.open_supervisor(
+            [event_store_spec()]
+        ):
+            first = await events.store(Event("user.login", {"user": "ada"}, correlation_id="s1"))
+            await events.store_batch([Event("page.view", {"n": n}, correlation_id="s1") for n in (1, 2)])
+            assert [e.id for e in await events.query(correlation_id="s1")] == [first, 2, 3]
+            assert (await events.stats()).count == 3
+
+    trio.run(main)
+
+Each function resolves the ``"events"`` service (or its home) through the
+current registry scope on every call: nothing is global, nothing is cached
+across scopes. See `trioscope.foundation._events` for the store's guarantees.
+"""
+
+from ._events import EventBufferStatistics as EventBufferStatistics
+from ._events import EventQueryError as EventQueryError
+from ._events import EventStoreSettings as EventStoreSettings
+from ._events import EventStoreStats as EventStoreStats
+from ._events import buffer_statistics as buffer_statistics
+from ._events import correlation_chain as correlation_chain
+from ._events import get as get
+from ._events import prune_before as prune_before
+from ._events import query as query
+from ._events import stats as stats
+from ._events import store as store
+from ._events import store_batch as store_batch
+from ._events import store_nowait as store_nowait
+from ._events import stream as stream
+from ._events import subscribe as subscribe
+from ._events import truncate_data as truncate_data
+
+__all__ = [
+    "EventBufferStatistics",
+    "EventQueryError",
+    "EventStoreSettings",
+    "EventStoreStats",
+    "buffer_statistics",
+    "correlation_chain",
+    "get",
+    "prune_before",
+    "query",
+    "stats",
+    "store",
+    "store_batch",
+    "store_nowait",
+    "stream",
+    "subscribe",
+    "truncate_data",
+]

@@ -95,7 +95,7 @@ from .._errors import (
     ServiceCrashedError,
     ServiceUnavailableError,
 )
-from .._names import call, wait_for_service, whereis
+from .._names import call, wait_for_service
 from .._registry import current_registry
 from .._service import DEFAULT_CALL_TIMEOUT_S, Deferred, Service
 from .._supervisor import Strategy, Supervisor, supervisor_spec
@@ -402,7 +402,7 @@ def _copy_value(where: str, value: object, depth: int) -> tuple[JSON, int]:
     return _scalar_bound(where, value)
 
 
-def _encoded_size(data: Mapping[str, JSON]) -> int:
+def _encoded_size(data: JSON) -> int:
     """Bytes of *data* as compact UTF-8 JSON: the size ``max_data_bytes`` limits."""
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     return len(text.encode("utf-8", "surrogatepass"))
@@ -583,7 +583,7 @@ def truncate_data(data: Mapping[str, object], max_bytes: int) -> dict[str, JSON]
     total = _encoded_size(copy)
     if total <= max_bytes:
         return copy
-    sizes = {key: _encoded_size({key: value}) for key, value in copy.items()}
+    sizes = {key: _encoded_size(value) for key, value in copy.items()}
     for key in sorted(sizes, key=lambda k: (-sizes[k], k)):
         copy[key] = _summary(copy[key], sizes[key])
         if _encoded_size(copy) <= max_bytes:

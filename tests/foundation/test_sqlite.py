@@ -170,9 +170,11 @@ async def test_a_failure_mid_batch_stores_nothing_of_it(db: Path) -> None:
     await backend.append([ev(1), ev(2)])
     with side_connection(db) as side:
         # The 4th row of the next batch fails inside SQLite, after three were inserted.
+        # RAISE(FAIL) keeps those three in the transaction (ABORT would undo the whole
+        # INSERT statement): only the backend's ROLLBACK can remove them.
         side.execute(
             "CREATE TRIGGER fail BEFORE INSERT ON events WHEN NEW.id = 6"
-            " BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+            " BEGIN SELECT RAISE(FAIL, 'injected failure'); END"
         )
     with pytest.raises(sqlite3.IntegrityError, match=r"^injected failure$"):
         await backend.append([ev(3), ev(4), ev(5), ev(6), ev(7)])

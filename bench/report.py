@@ -652,7 +652,10 @@ def notes(res: dict[str, Any], cfg: dict[str, Any], with_otp: bool, otp_missing:
         + "; ".join(
             part
             for part, sections in (
-                ("Medians over interleaved repetitions", ("rates", "lookups", "memory")),
+                (
+                    "Medians over interleaved repetitions",
+                    ("rates", "lookups", "memory", "foundation"),
+                ),
                 (
                     f"restart latency over {cfg['restart_samples']:,} crashes per scenario "
                     f"({cfg['restart_chunks']} interleaved chunks)",
@@ -677,3 +680,302 @@ def notes(res: dict[str, Any], cfg: dict[str, Any], with_otp: bool, otp_missing:
         "scenario, so that trioscope builds no record at all.",
     ]
     return lines
+
+
+# -- the foundation (issue 9) -----------------------------------------------------------
+
+# Targets of issue 9. Rates are per second (events for batches); ratios are rate ÷ floor rate.
+FOUNDATION_READ_TARGET = 1_000_000
+FOUNDATION_UPDATE_RATIO = 0.4
+FOUNDATION_STORE_RATIO = 0.5
+FOUNDATION_BATCH_MEMORY_TARGET = 300_000
+FOUNDATION_BATCH_SQLITE_TARGET = 100_000
+# "About the same": a correlation query at the largest store size within this of the smallest.
+FOUNDATION_FLAT = 1.5
+# Bounded memory: blocks in use at the end of the stream within this of the first full reading.
+FOUNDATION_BOUNDED = 1.10
+FOUNDATION_BOUNDED_SLACK_BLOCKS = 2_000
+
+
+def met(ok: bool, miss: str = "") -> str:
+    return "met" if ok else f"**missed**{f' ({miss})' if miss else ''}"
+
+
+def _short_rate(per_second: float) -> str:
+    return fmt_rate(per_second).removesuffix("/s")
+
+
+def _seed(seed: dict[str, Any], key: str, rate: float) -> tuple[str, str]:
+    lo, hi = seed[key]
+    return f"{_short_rate(lo)} to {_short_rate(hi)}/s", yes_no(rate > hi)
+
+
+def _lat(entry: dict[str, Any] | None) -> str:
+    if not entry:
+        return NA
+    return f"{fmt_time(entry['p50'])} / {fmt_time(entry['p99'])}"
+
+
+def foundation_tables(res: dict[str, Any]) -> list[str]:
+    """The foundation's figures: rates beside their floors, queries, latency, the memory curve."""
+    fd = res.get("foundation")
+    if not fd:
+        return []
+    seed = fd["seed"]
+    rd, cl, bt = fd["reads"], fd["calls"], fd["batches"]
+    t = Table(
+        "Foundation (issue 9)",
+        "Floor, same run",
+        "trioscope",
+        "÷ floor",
+        "Target",
+        "Met",
+        "Seed floor to beat",
+        "Beats seed",
+    )
+    misses: list[str] = []
+
+    def judge(label: str, ok: bool, miss: str) -> str:
+        if not ok:
+            misses.append(f"{label}: {miss}")
+        return met(ok, miss)
+
+    floor_read, read = rd["floor_config_read"]["per_op"], rd["config_read"]["per_op"]
+    rate = 1 / read
+    t.row(
+        "Config reads, `config.get(path)` (snapshot, no round trip)",
+        f"{fmt_rate(1 / floor_read)} dict read through a contextvar-held object",
+        fmt_rate(rate),
+        f"{read / floor_read:.2f}x time",
+        f"≥ {_short_rate(FOUNDATION_READ_TARGET)}/s",
+        judge(
+            "config reads",
+            rate >= FOUNDATION_READ_TARGET,
+            f"{1 - rate / FOUNDATION_READ_TARGET:.0%} short",
+        ),
+        *_seed(seed, "config_read", rate),
+    )
+    fresh, persistent = cl["floor_fresh"]["per_op"], cl["floor_persistent"]["per_op"]
+    oneway = cl["floor_oneway"]["per_op"]
+    for key, label, floor_v, floor_label, target, seed_key in (
+        (
+            "config_update",
+            "Config updates, `await config.update(...)`, one subscriber draining",
+            fresh,
+            "request/reply, fresh reply channel",
+            FOUNDATION_UPDATE_RATIO,
+            "config_update",
+        ),
+        (
+            "store_call",
+            "Single stores as calls, `await events.store(event)`",
+            fresh,
+            "request/reply, fresh reply channel",
+            FOUNDATION_STORE_RATIO,
+            "store",
+        ),
+        (
+            "store_nowait",
+            "Single stores buffered, `events.store_nowait(event)` (until all stored)",
+            oneway,
+            "one-way send",
+            FOUNDATION_STORE_RATIO,
+            "store",
+        ),
+    ):
+        v = cl[key]["per_op"]
+        ratio = floor_v / v
+        beside = f" ({persistent / v:.2f}x persistent)" if floor_v == fresh else ""
+        t.row(
+            label,
+            f"{per_op(floor_v)} {floor_label}",
+            per_op(v),
+            f"{ratio:.2f}x rate{beside}",
+            f"≥ {target}x rate",
+            judge(label, ratio >= target, f"{ratio:.2f}x, {1 - ratio / target:.0%} short"),
+            *_seed(seed, seed_key, 1 / v),
+        )
+    fm, m = bt["floor_batch_memory"]["per_op"], bt["batch_memory"]["per_op"]
+    t.row(
+        "Batches of 100, `await events.store_batch(batch)`, memory: events/s",
+        f"{fmt_rate(1 / fm)} hand-written Trio store",
+        fmt_rate(1 / m),
+        f"{fm / m:.2f}x rate",
+        f"≥ {_short_rate(FOUNDATION_BATCH_MEMORY_TARGET)}/s",
+        judge(
+            "batches in memory",
+            1 / m >= FOUNDATION_BATCH_MEMORY_TARGET,
+            f"{1 - 1 / m / FOUNDATION_BATCH_MEMORY_TARGET:.0%} short",
+        ),
+        *_seed(seed, "batch", 1 / m),
+    )
+    fs = bt["floor_batch_sqlite"]["per_op"]
+    for key, label, target in (
+        ("batch_sqlite", "one writer", FOUNDATION_BATCH_SQLITE_TARGET),
+        (
+            "batch_sqlite_concurrent",
+            f"{bt['batch_sqlite_concurrent'].get('writers', '?')} writers at once (group commit)",
+            None,
+        ),
+    ):
+        s = bt[key]["per_op"]
+        t.row(
+            f"Batches of 100, SQLite, durable (acknowledged once on disk), {label}: events/s",
+            f"{fmt_rate(1 / fs)} `sqlite3`, WAL, `synchronous=FULL`, a transaction per batch",
+            fmt_rate(1 / s),
+            f"{fs / s:.2f}x rate",
+            f"≥ {_short_rate(target)}/s" if target else "—",
+            judge(
+                f"batches on SQLite ({label})", 1 / s >= target, f"{1 - 1 / s / target:.0%} short"
+            )
+            if target
+            else "—",
+            *(_seed(seed, "batch", 1 / s) if target else ("—", "—")),
+        )
+    t.row(
+        "Building an `Event(type, data, correlation_id=...)` (outside every clock above)",
+        "—",
+        fmt_us(fd["event_build"]),
+        "—",
+        "—",
+        "—",
+        "—",
+        "—",
+    )
+    q = fd.get("query", {})
+    sizes = sorted((int(k) for k, v in q.items() if "error" not in v), key=int)
+    for k, v in q.items():
+        if "error" in v:
+            t.row(f"Correlation query, {int(k):,} events", "", f"error: {v['error']}", *[""] * 5)
+            misses.append(f"correlation query at {int(k):,}: {v['error']}")
+    for size in sizes:
+        v = q[str(size)]
+        lo = q[str(sizes[0])]
+        for kind, call in (
+            ("query", "events.query(correlation_id=...)"),
+            ("chain", "events.correlation_chain(...)"),
+        ):
+            growth = v[kind]["p50"] / lo[kind]["p50"]
+            flat = "—"
+            if size != sizes[0]:
+                flat = judge(
+                    f"{call} flat to {size:,}",
+                    growth <= FOUNDATION_FLAT,
+                    f"{growth:.2f}x the {sizes[0]:,} figure",
+                )
+            t.row(
+                f"Correlation query, 10 results, {size:,} events stored: `await {call}` p50 / p99",
+                f"{fmt_us(v['floor_fresh'])} request/reply (same interpreter)",
+                _lat(v[kind]),
+                f"{v[kind]['p50'] / v['floor_fresh']:.2f}x time"
+                + (f"; {growth:.2f}x at {sizes[0]:,}" if size != sizes[0] else ""),
+                f"flat: ≤ {FOUNDATION_FLAT}x the {sizes[0]:,} figure" if size != sizes[0] else "—",
+                flat,
+                "—",
+                "—",
+            )
+    lines = [*t.lines, ""]
+    extra = []
+    for size in sizes:
+        v = q[str(size)]
+        extra.append(
+            f"{size:,} events: filled in {fmt_seconds(v['fill_s'])} "
+            f"({fmt_rate(size / v['fill_s'])} through `store_batch` of 1,000), "
+            f"process RSS {v['rss_bytes'] / 2**20:,.0f} MiB"
+        )
+    if extra:
+        lines += ["- Query stores: " + "; ".join(extra) + ".", ""]
+    lines += load_table(fd.get("load"))
+    lines += stream_table(fd.get("stream"), misses)
+    lines += [
+        "- Targets "
+        + ("missed: " + "; ".join(misses) if misses else "all met")
+        + ". Seeds: the ElixirScope originals' figures (config reads 50k to 100k/s, "
+        "writes 5k to 10k/s, single stores 10k to 20k/s, batches 50k to 100k events/s); "
+        "beating one means above its upper end.",
+    ]
+    return lines
+
+
+def load_table(ld: dict[str, Any] | None) -> list[str]:
+    if not ld:
+        return []
+    fl = ld.get("floor", {})
+    t = Table("Under concurrent load: latency p50 / p99", "trioscope", "Floor, same load")
+    rows = (
+        ("store", "`await events.store(event)`", fl.get("call"), "request/reply"),
+        ("store_nowait", "`events.store_nowait(event)` (the call itself)", None, ""),
+        ("batch", "`await events.store_batch(100 events)`", None, ""),
+        ("update", "`await config.update(...)`", fl.get("call"), "request/reply"),
+        ("config_get", "`config.get(path)`", fl.get("read"), "contextvar dict read"),
+        ("query", "`await events.query(correlation_id=...)`", fl.get("call"), "request/reply"),
+    )
+    for key, label, floor_entry, floor_label in rows:
+        if key not in ld:
+            continue
+        t.row(
+            f"{label} ({ld[key]['n']:,} samples)",
+            _lat(ld[key]),
+            f"{_lat(floor_entry)} {floor_label}" if floor_entry else "—",
+        )
+    return [
+        f"Latency under load, all at once in one scope: {ld['writers']} tasks storing events "
+        f"({ld['ops']} each, alternating `store` and `store_nowait`), 5 writing batches of 100, "
+        f"one updating config (a subscriber draining), {ld['readers']} reading config and 2 "
+        f"querying, for {fmt_seconds(ld['wall_s'])}. Floor: {ld['writers']} request/reply "
+        f"clients of one echo task and {ld['readers']} contextvar readers, the same way.",
+        "",
+        *t.lines,
+        "",
+    ]
+
+
+def stream_table(st: dict[str, Any] | None, misses: list[str]) -> list[str]:
+    if not st:
+        return []
+    if "error" in st:
+        misses.append(f"endless stream: {st['error']}")
+        return [f"Memory under an endless stream: error: {st['error']}", ""]
+    points = st["points"]
+    cap = st["max_events"]
+    # The first reading after the store filled up and turned over once (retention
+    # prunes in chunks, so the count held stays a little under the cap).
+    full = next((p for p in points if p["written"] >= 2 * cap), points[0])
+    end = points[-1]
+    limit = full["blocks"] * FOUNDATION_BOUNDED + FOUNDATION_BOUNDED_SLACK_BLOCKS
+    bounded = end["blocks"] <= limit
+    top = max(max(p["blocks"] for p in points), 1)
+    t = Table("Events written", "Held", "Python blocks in use (growth)", "RSS growth", "Blocks")
+    for p in points:
+        bar = "#" * max(0, round(40 * p["blocks"] / top))
+        t.row(
+            f"{p['written']:,}",
+            f"{p['held']:,}",
+            f"{p['blocks']:,}",
+            f"{p['rss_bytes'] / 2**20:.1f} MiB",
+            f"`{bar:<40}`",
+        )
+    verdict = met(
+        bounded,
+        f"{end['blocks'] / max(full['blocks'], 1):.2f}x its first full reading",
+    )
+    if not bounded:
+        misses.append("memory under an endless stream: still growing")
+    steady = st["steady_heap_bytes"]
+    return [
+        f"Memory under an endless stream: {st['total']:,} events (batches of 100, "
+        f"{fmt_seconds(st['wall_s'])}) into a memory store with `events.max_events` = {cap:,}, "
+        f"in a fresh interpreter; a reading every {st['every']:,} events after `gc.collect()`: "
+        "events held, pymalloc blocks in use (`sys.getallocatedblocks()`) and process RSS, "
+        "as growth since just before the stream.",
+        "",
+        *t.lines,
+        "",
+        f"- Bounded (blocks in use at the end ≤ {FOUNDATION_BOUNDED}x their first reading with "
+        f"the store full, + {FOUNDATION_BOUNDED_SLACK_BLOCKS:,}): {verdict}.",
+        f"- What the store keeps at steady state (tracemalloc, started after the stream, "
+        f"while {2 * cap:,} more events turned the store over twice): "
+        f"{steady / 2**20:.2f} MiB for {st['steady_held']:,} held events, "
+        f"{steady / max(st['steady_held'], 1):,.0f} B per event (indexes included).",
+        "",
+    ]

@@ -35,6 +35,13 @@ What is measured (see docs/performance.md for the interpretation):
    CRITICAL) and with its crash reports going to a ``NullHandler``.
 4. ``open_dynamic_supervisor`` with 10k and 100k children: start, memory, teardown.
 5. triotp 0.3.1 beside each.
+6. The foundation (issue 9, ``bench/foundation.py``): config reads, updates with a
+   subscriber, single event stores (calls and buffered), batches of 100 in
+   memory and on SQLite, correlation queries at 10k and 1M stored events, p50/p99
+   under concurrent load, and the memory of a store under an endless stream;
+   each beside a plain-Trio (or plain-Python, plain-``sqlite3``) floor from
+   the same run, with the ElixirScope seeds' figures as the floor to beat.
+   About 3 minutes on its own: ``--only foundation``.
 
 Method: rate benchmarks are interleaved (every repetition runs each
 benchmark once, in a rotating order, each in a fresh ``trio.run``) after a
@@ -95,6 +102,21 @@ FULL = {
     "scale_ns": [10_000, 100_000],
     "scale_reps": {10_000: 3, 100_000: 3},
     "otp_scale_cap": 10_000,
+    "foundation": {
+        "calls_n": 10_000,  # config updates, single stores (call and buffered), floors
+        "reads_n": 1_000_000,  # config reads and their floor
+        "batch_n": 100_000,  # events per repetition, batches of 100, memory
+        "sqlite_n": 30_000,  # events per repetition, batches of 100, SQLite
+        "sqlite_writers": 8,  # concurrent batch writers in the group-commit row
+        "build_n": 200_000,  # Event(...) constructions
+        "reps": 5,
+        "query_sizes": [10_000, 1_000_000],  # stored events, each in a fresh interpreter
+        "queries": 2_000,
+        "load_ops": 300,  # per task: 50 writers, 5 batch writers, 1 updater
+        "stream_total": 1_000_000,  # events written into a store keeping stream_max
+        "stream_max": 10_000,
+        "stream_every": 50_000,  # one reading per this many events
+    },
 }
 QUICK = {
     "rate_n": 2_000,
@@ -109,6 +131,21 @@ QUICK = {
     "scale_ns": [1_000, 5_000],
     "scale_reps": {1_000: 1, 5_000: 1},
     "otp_scale_cap": 5_000,
+    "foundation": {
+        "calls_n": 1_000,
+        "reads_n": 100_000,
+        "batch_n": 10_000,
+        "sqlite_n": 3_000,
+        "sqlite_writers": 8,
+        "build_n": 20_000,
+        "reps": 3,
+        "query_sizes": [1_000, 20_000],
+        "queries": 300,
+        "load_ops": 40,
+        "stream_total": 100_000,
+        "stream_max": 2_000,
+        "stream_every": 10_000,
+    },
 }
 
 # -- running ----------------------------------------------------------------------
@@ -239,9 +276,83 @@ def restarts(cfg: dict[str, Any], with_otp: bool) -> dict[str, Any]:
     }
 
 
+def foundation_section(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The foundation's benchmarks (issue 9), each beside its floor from the same run.
+
+    Imported here, not at the top, so that the other sections run without it.
+    """
+    import foundation as fb
+
+    f = cfg["foundation"]
+    reps = f["reps"]
+    out: dict[str, Any] = {}
+
+    def per_op(samples: dict[str, list[float]], n: int) -> dict[str, Any]:
+        return {
+            key: {"per_op": median([e / n for e in v]), "samples": [e / n for e in v], "n": n}
+            for key, v in samples.items()
+        }
+
+    log("foundation: config reads ...")
+    n = f["reads_n"]
+    reads: dict[str, Callable[[int], Any]] = {
+        "floor_config_read": lambda n: run_trio(fb.floor_config_read, n),
+        "config_read": lambda n: run_trio(fb.config_read, n),
+    }
+    out["reads"] = per_op(interleaved(reads, n, reps, n // 10), n)
+
+    log("foundation: config updates, single stores (call / buffered) ...")
+    n = f["calls_n"]
+    calls: dict[str, Callable[[int], Any]] = {
+        "floor_fresh": lambda n: run_trio(raw.pingpong_fresh, n),
+        "floor_persistent": lambda n: run_trio(raw.pingpong_persistent, n),
+        "floor_oneway": lambda n: run_trio(raw.oneway, n),
+        "config_update": lambda n: run_trio(fb.config_update, n),
+        "store_call": lambda n: run_trio(fb.store_call, n),
+        "store_nowait": lambda n: run_trio(fb.store_nowait, n),
+    }
+    out["calls"] = per_op(interleaved(calls, n, reps, max(n // 5, 100)), n)
+
+    log("foundation: batches of 100 (memory, SQLite) ...")
+    writers = f["sqlite_writers"]
+    mem_batches: dict[str, Callable[[int], Any]] = {
+        "floor_batch_memory": lambda n: run_trio(fb.floor_batch_memory, n),
+        "batch_memory": lambda n: run_trio(fb.batch_memory, n),
+    }
+    n = f["batch_n"]
+    out["batches"] = per_op(interleaved(mem_batches, n, reps, n // 10), n)
+    sql_batches: dict[str, Callable[[int], Any]] = {
+        "floor_batch_sqlite": lambda n: run_trio(fb.floor_batch_sqlite, n),
+        "batch_sqlite": lambda n: run_trio(fb.batch_sqlite, n),
+        "batch_sqlite_concurrent": lambda n: run_trio(fb.batch_sqlite, n, writers),
+    }
+    n = f["sqlite_n"]
+    out["batches"].update(per_op(interleaved(sql_batches, n, reps, n // 10), n))
+    out["batches"]["batch_sqlite_concurrent"]["writers"] = writers
+    n = f["build_n"]
+    out["event_build"] = median([fb.event_build(n) / n for _ in range(reps)])
+
+    out["query"] = {}
+    for size in f["query_sizes"]:
+        log(f"foundation: correlation queries at {size:,} stored events (fresh interpreter) ...")
+        out["query"][str(size)] = spawn_scenario("foundation-query", size, str(f["queries"]), None)
+
+    log("foundation: latency under concurrent load ...")
+    out["load"] = run_trio(fb.under_load, f["load_ops"])
+
+    log(
+        f"foundation: memory under an endless stream ({f['stream_total']:,} events, "
+        f"max_events={f['stream_max']:,}; fresh interpreter, tracemalloc) ..."
+    )
+    mode = f"{f['stream_max']}/{f['stream_every']}"
+    out["stream"] = spawn_scenario("foundation-stream", f["stream_total"], mode, None)
+    out["seed"] = fb.SEED
+    return out
+
+
 # -- scale scenarios, each in a fresh interpreter -------------------------------------
 
-SCENARIOS: dict[str, Callable[[int, str], Awaitable[dict[str, float]]]] = {}
+SCENARIOS: dict[str, Callable[[int, str], Awaitable[dict[str, Any]]]] = {}
 
 
 def _scenario(name: str) -> Callable[[Any], Any]:
@@ -272,6 +383,21 @@ async def _scope_dynamic(n: int, mode: str) -> dict[str, float]:
 @_scenario("otp-dynamic")
 async def _otp_dynamic(n: int, mode: str) -> dict[str, float]:
     return await otp.dynamic_scale(n, mode == "memory")
+
+
+@_scenario("foundation-query")
+async def _foundation_query(n: int, mode: str) -> dict[str, Any]:
+    import foundation as fb
+
+    return await fb.correlation_query(n, int(mode))
+
+
+@_scenario("foundation-stream")
+async def _foundation_stream(n: int, mode: str) -> dict[str, Any]:
+    import foundation as fb
+
+    max_events, every = (int(part) for part in mode.split("/"))
+    return await fb.endless_stream(n, max_events, every)
 
 
 def run_scenario(name: str, n: int, mode: str, no_gc: bool) -> None:
@@ -345,8 +471,9 @@ def scale(cfg: dict[str, Any], with_otp: bool, otp_100k: bool) -> dict[str, Any]
 def source_digest() -> str:
     """A digest of the trioscope sources being measured, to notice edits during a run."""
     h = hashlib.sha256()
-    for path in sorted(Path(trioscope.__file__).parent.glob("*.py")):
-        h.update(path.name.encode())
+    root = Path(trioscope.__file__).parent
+    for path in sorted(root.rglob("*.py")):  # the foundation's modules too
+        h.update(str(path.relative_to(root)).encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:12]
 
@@ -412,6 +539,7 @@ SECTIONS: dict[str, Callable[[dict[str, Any], bool, argparse.Namespace], Any]] =
     "memory": lambda cfg, with_otp, args: memory(cfg, with_otp),
     "restart": lambda cfg, with_otp, args: restarts(cfg, with_otp),
     "scale": lambda cfg, with_otp, args: scale(cfg, with_otp, args.triotp_100k),
+    "foundation": lambda cfg, with_otp, args: foundation_section(cfg),
 }
 
 
@@ -449,6 +577,7 @@ def render(res: dict[str, Any], baseline: tuple[dict[str, Any], str] | None = No
         report.floors_table(res),
         report.main_table(res, res["with_otp"]),
         report.restart_table(res, res["with_otp"]),
+        report.foundation_tables(res),
     ]
     if baseline is not None:
         parts.append(report.baseline_table(res, *baseline))
@@ -458,7 +587,7 @@ def render(res: dict[str, Any], baseline: tuple[dict[str, Any], str] | None = No
         *changed,
     ]
     for part in parts:
-        if part:
+        if len(part) > 2:  # more than a table's header
             out += ["", *part]
     out += ["", *report.notes(res, res["config"], res["with_otp"], res["otp_missing"])]
     return "\n".join(out)

@@ -6,6 +6,15 @@ talks only to its own instances, side effects included. The public names are
 re-exported here; the implementation lives in private modules.
 """
 
+import attrs
+
+from . import config as config
+from . import events as events
+from ._config import ConfigChange as ConfigChange
+from ._config import ConfigServer as ConfigServer
+from ._config import ConfigSnapshot as ConfigSnapshot
+from ._config import ConfigStatus as ConfigStatus
+from ._config import config_spec as config_spec
 from ._errors import ConfigRejected as ConfigRejected
 from ._errors import ConfigUpdateTimeoutError as ConfigUpdateTimeoutError
 from ._errors import EventBufferFullError as EventBufferFullError
@@ -16,22 +25,63 @@ from ._event import JSON as JSON
 from ._event import Backend as Backend
 from ._event import Event as Event
 from ._event import Recovered as Recovered
+from ._events import EventBufferStatistics as EventBufferStatistics
+from ._events import EventQueryError as EventQueryError
+from ._events import EventStore as EventStore
+from ._events import EventStoreSettings as EventStoreSettings
+from ._events import EventStoreStats as EventStoreStats
+from ._events import event_store_spec as event_store_spec
+from ._events import truncate_data as truncate_data
+from ._foundation import foundation_spec as foundation_spec
+from ._foundation import open_foundation as open_foundation
+from ._memory import MemoryBackend as MemoryBackend
+from ._settings import ConfigSettings as ConfigSettings
+from ._settings import EventsSettings as EventsSettings
+from ._settings import FoundationConfig as FoundationConfig
+from ._settings import TelemetrySettings as TelemetrySettings
+from ._settings import setting as setting
+from ._sqlite import IncompatibleDatabaseError as IncompatibleDatabaseError
+from ._sqlite import SQLiteBackend as SQLiteBackend
 from ._subscription import Subscription as Subscription
 from ._subscription import SubscriptionStatistics as SubscriptionStatistics
 
 __all__ = [
     "JSON",
     "Backend",
+    "ConfigChange",
     "ConfigRejected",
+    "ConfigServer",
+    "ConfigSettings",
+    "ConfigSnapshot",
+    "ConfigStatus",
     "ConfigUpdateTimeoutError",
     "Event",
     "EventBufferFullError",
+    "EventBufferStatistics",
+    "EventQueryError",
     "EventRejected",
+    "EventStore",
+    "EventStoreSettings",
+    "EventStoreStats",
+    "EventsSettings",
+    "FoundationConfig",
+    "IncompatibleDatabaseError",
+    "MemoryBackend",
     "Recovered",
+    "SQLiteBackend",
     "Subscription",
     "SubscriptionOverflowError",
     "SubscriptionStatistics",
+    "TelemetrySettings",
     "UnknownConfigPathError",
+    "config",
+    "config_spec",
+    "event_store_spec",
+    "events",
+    "foundation_spec",
+    "open_foundation",
+    "setting",
+    "truncate_data",
 ]
 
 
@@ -40,6 +90,10 @@ def _fixup_module_metadata() -> None:
     for name in __all__:
         obj = globals()[name]
         if getattr(obj, "__module__", "").startswith("trioscope.foundation._"):
+            if attrs.has(obj):
+                # String annotations resolve in the defining module's globals: resolve
+                # them now, while __module__ still names it (cattrs and schemas need them).
+                attrs.resolve_types(obj)
             try:
                 obj.__module__ = __name__
             except (AttributeError, TypeError):

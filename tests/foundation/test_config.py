@@ -23,7 +23,9 @@ from trioscope.foundation import (
     config,
     events,
 )
+from trioscope.foundation import _config as config_module
 from trioscope.foundation._events import event_store_spec
+from trioscope.foundation._home import find_home
 from trioscope.foundation._settings import EventsSettings, at_least, converter, setting
 
 
@@ -594,3 +596,103 @@ async def test_status_reports_uptime_and_subscribers(
             events_recorded=0,
             events_not_recorded=0,
         )
+
+
+class RecordingRandom(random.Random):
+    """Jitter of 0.5 (a delay of 3/4 of the nominal one), recording when it was asked."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.asked: list[float] = []
+
+    def random(self) -> float:
+        self.asked.append(trio.current_time())
+        return 0.5
+
+
+async def test_retries_back_off_exponentially_with_jitter_up_to_the_maximum(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    rng = RecordingRandom()
+    spec = config.config_spec(values={"config.retry_max_s": 1.0}, env={}, rng=rng)
+    async with running(spec) as sup:
+        await inner(sup).terminate_child("config")
+        start = trio.current_time()
+        with pytest.raises(ConfigUpdateTimeoutError):
+            await config.update("events.max_events", 1, timeout_s=4)
+        # The first retry is asked for at once; each later one after the previous delay:
+        # nominal 0.05, 0.1, 0.2, 0.4, 0.8, then 1.0 (the maximum), each times 0.75.
+        assert rng.asked[0] == start
+        delays = [b - a for a, b in zip(rng.asked, rng.asked[1:], strict=False)]
+        assert delays == pytest.approx([0.0375, 0.075, 0.15, 0.3, 0.6, 0.75, 0.75, 0.75])
+        assert trio.current_time() - start == 4
+
+
+async def test_a_home_crash_restarts_home_and_server_from_the_sources(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running(config.config_spec(values={"events.max_events": 50}, env={})) as sup:
+        home = config_home()
+        await config.update("events.max_events", 60)
+        await inner(sup).terminate_child("config")
+        results: list[BaseException] = []
+
+        async def queued() -> None:
+            try:
+                await config.update("events.max_events", 70, timeout_s=60)
+            except trioscope.ServiceUnavailableError as exc:
+                results.append(exc)
+
+        async def fail() -> None:
+            raise RuntimeError("home task failed")
+
+        async with config.subscribe() as changes, trio.open_nursery() as nursery:
+            nursery.start_soon(queued)
+            await trio.testing.wait_all_tasks_blocked()
+            home.start_soon(fail)  # a supervised task of the home: the home crashes
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(trio.EndOfChannel):
+                await changes.receive()
+        assert [str(e) for e in results] == [
+            "service 'config' is unavailable: the config child stopped before this update "
+            "was applied; it was withdrawn and will not be applied"
+        ]
+        assert config_home() is not home
+        assert trioscope.whereis("config") is None  # a terminated child stays so
+        await inner(sup).restart_child("config")
+        assert config.snapshot().version == 0  # loaded again: a new history begins
+        assert config.get("events.max_events") == 50
+        assert await config.update("events.max_events", 80) == 1
+
+
+def config_home() -> config_module.ConfigHome:
+    home = find_home(config_module.HOME_NAME, config_module.ConfigHome)
+    assert home is not None
+    return home
+
+
+async def test_a_cancelled_update_is_withdrawn(autojump_clock: trio.testing.MockClock) -> None:
+    async with running() as sup:
+        await inner(sup).terminate_child("config")
+        with trio.move_on_after(1):
+            await config.update("events.max_events", 5, timeout_s=60)
+        await inner(sup).restart_child("config")
+        await trio.sleep(5)
+        assert config.snapshot().version == 0
+        assert (await config.status()).pending_updates == 0
+
+
+async def test_snapshot_checks_the_schema_and_config_spec_the_server_class() -> None:
+    async with running(config.config_spec(Limits, env={})):
+        assert config.snapshot(Limits).config == Limits()
+        with pytest.raises(
+            TypeError,
+            match=exactly(
+                "the config server of this scope runs schema Limits, not FoundationConfig"
+            ),
+        ):
+            config.snapshot(config.FoundationConfig)
+    with pytest.raises(
+        TypeError, match=exactly("config_spec: server must be a ConfigServer subclass, got 'x'")
+    ):
+        config.config_spec(server="x")  # type: ignore[arg-type]

@@ -63,7 +63,7 @@ import attrs
 import trio
 
 from .._child_spec import ChildSpec, _check_seconds
-from .._errors import ServiceCrashedError, ServiceUnavailableError
+from .._errors import CallTimeoutError, ServiceCrashedError, ServiceUnavailableError
 from .._names import wait_for_service, whereis
 from .._registry import current_registry
 from .._service import DEFAULT_CALL_TIMEOUT_S, DEFAULT_MAILBOX_SIZE, Service
@@ -192,7 +192,7 @@ class _Ticket:
     as it stops waiting. So it is applied or withdrawn, never both.
     """
 
-    __slots__ = ("done", "error", "path", "raw", "scope", "state", "value", "version")
+    __slots__ = ("_done", "error", "path", "raw", "scope", "state", "value", "version")
 
     def __init__(self, path: str, value: object, raw: object) -> None:
         self.path = path
@@ -201,7 +201,7 @@ class _Ticket:
         self.state = _WAITING
         self.version = 0
         self.error: BaseException | None = None
-        self.done = trio.Event()
+        self._done: trio.Event | None = None  # made when queued: the fast path needs none
         self.scope: trio.CancelScope | None = None  # the retry task's attempt
 
     def __repr__(self) -> str:
@@ -211,9 +211,18 @@ class _Ticket:
     def waiting(self) -> bool:
         return self.state == _WAITING
 
+    def done(self) -> trio.Event:
+        """Set once applied, failed or withdrawn."""
+        if self._done is None:
+            self._done = trio.Event()
+            if not self.waiting():
+                self._done.set()
+        return self._done
+
     def applied(self, version: int) -> None:
         self.state, self.version = _APPLIED, version
-        self.done.set()
+        if self._done is not None:
+            self._done.set()
 
     def fail(self, error: BaseException) -> None:
         self.state, self.error = _FAILED, error
@@ -224,7 +233,8 @@ class _Ticket:
         self._stop()
 
     def _stop(self) -> None:
-        self.done.set()
+        if self._done is not None:
+            self._done.set()
         if self.scope is not None:
             self.scope.cancel()
 
@@ -322,6 +332,9 @@ class ConfigHome(Home):
     def _record(self, change: ConfigChange) -> None:
         # In the server's task, so the store is the one of the server's own scope.
         # store_nowait never waits: the events home buffers and flushes in order.
+        if find_home(_events.EVENTS_HOME_NAME, _events.EventsHome) is None:
+            self.events_not_recorded += 1  # no event store in this scope
+            return
         kind = "config.updated" if change.path else "config.reset"
         data = {
             "path": change.path,
@@ -340,9 +353,12 @@ class ConfigHome(Home):
 
     # -- queued updates --
 
-    def enqueue(self, ticket: _Ticket) -> None:
+    def enqueue(self, ticket: _Ticket) -> trio.Event:
+        """Queue *ticket* for the retry task; return the event set once it is settled."""
+        done = ticket.done()
         self.pending.append(ticket)
         self._wakeup.set()
+        return done
 
     def pending_count(self) -> int:
         return sum(1 for t in self.pending if t.waiting())
@@ -386,10 +402,12 @@ class ConfigHome(Home):
             delay = min(longest, initial * 2.0 ** min(failures, 64))
             delay *= 0.5 + 0.5 * self._rng.random()  # "equal jitter": half fixed, half random
             failures += 1
-            # Retry when the server is (re)registered, or after the delay.
-            with trio.move_on_after(delay):
+            # Retry when the server is (re)registered or after the delay; move on
+            # at once if the caller withdraws it meanwhile.
+            ticket.scope = trio.move_on_after(delay)
+            with ticket.scope:
                 await wait_for_service(SERVER_NAME, ConfigServer, after=ref)
-                await trio.lowlevel.checkpoint()
+            ticket.scope = None
 
 
 # -- the server ----------------------------------------------------------------
@@ -508,7 +526,7 @@ def config_spec(
         id: The supervisor's child id.
 
     Raises:
-        TypeError: *schema* is not an attrs class.
+        TypeError: *schema* is not an attrs class, or *server* not a `ConfigServer` subclass.
         ValueError: an empty *env_prefix* or *env_separator*.
     """
     compiled = schema_of(schema)
@@ -516,6 +534,9 @@ def config_spec(
         raise ValueError("config_spec: env_prefix must not be empty (None reads no variables)")
     if not env_separator:
         raise ValueError("config_spec: env_separator must not be empty")
+    chosen: object = ConfigServer if server is None else server
+    if not (isinstance(chosen, type) and issubclass(chosen, ConfigServer)):
+        raise TypeError(f"config_spec: server must be a ConfigServer subclass, got {chosen!r}")
     source = RETRY_RANDOM if rng is None else rng
 
     def make_home() -> ConfigHome:
@@ -532,7 +553,7 @@ def config_spec(
     return supervisor_spec(
         [
             home_spec(make_home, id=HOME_NAME),
-            (server or ConfigServer).child_spec(name=SERVER_NAME, mailbox_size=mailbox_size),
+            chosen.child_spec(name=SERVER_NAME, mailbox_size=mailbox_size),
         ],
         id=id,
         strategy=Strategy.REST_FOR_ONE,
@@ -665,16 +686,24 @@ async def _submit(path: str | None, value: object, timeout_s: float | None) -> i
         await trio.lowlevel.checkpoint()  # a waiting call checkpoints on every path
         raise
     try:
-        with trio.CancelScope(deadline=deadline):
-            ref = whereis(SERVER_NAME, ConfigServer) if not home.pending else None
-            if ref is not None:
-                try:
-                    await ref.with_timeout(math.inf).call(ConfigServer.apply, ticket)
-                except ServiceUnavailableError:
-                    pass  # it never ran: queue it for the next incarnation
-            if ticket.waiting():
-                home.enqueue(ticket)
-                await ticket.done.wait()
+        # The common case: the server runs and nothing is queued before this
+        # update. One call, bounded by the caller's deadline.
+        ref = whereis(SERVER_NAME, ConfigServer) if not home.pending else None
+        if ref is not None:
+            try:
+                left = max(0.0, deadline - trio.current_time())
+                await ref.with_timeout(left).call(ConfigServer.apply, ticket)
+            except ServiceUnavailableError:
+                pass  # it never ran: queue it for the next incarnation
+            except CallTimeoutError:
+                pass  # withdrawn from the mailbox unrun (the ticket says if it ran)
+            except ServiceCrashedError:
+                if ticket.state != _APPLIED:
+                    raise  # crashed before its commit: not applied
+                # Crashed after its commit (not in this module's code): it is applied.
+        if ticket.waiting() and trio.current_time() < deadline:
+            with trio.move_on_at(deadline):
+                await home.enqueue(ticket).wait()
     finally:
         if ticket.waiting():
             ticket.withdraw()  # no checkpoint since the last look: never applied now

@@ -51,17 +51,18 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on the library, then the typing tests (which must also fail where expected)."""
     _install_with_tests(session)
     # mypy checks as Python 3.10 (pyproject), whose dependencies include the
-    # exceptiongroup backport; this interpreter does not install it by itself.
-    session.install("mypy>=1.10", "exceptiongroup>=1.2")
+    # exceptiongroup and tomli backports; this interpreter does not install them by itself.
+    session.install("mypy>=1.10", "exceptiongroup>=1.2", "tomli>=2")
     session.run("mypy", "--strict", "trioscope")
     session.run("pytest", "-q", "tests/type_tests")
 
 
 @nox.session(python="3.11")
 def demo(session: nox.Session) -> None:
-    """Run the demo: a small supervised application that crashes and recovers."""
+    """Run the demos: a supervised application that crashes and recovers, then the foundation."""
     session.install(".")
     session.run("python", "examples/supervised_app.py", *session.posargs)
+    session.run("python", "examples/foundation_app.py")
 
 
 @nox.session(python="3.13")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,3 +33,45 @@ def test_supervised_app_demo_recovers_from_a_crash() -> None:
     # The crash was reported by the service and by its supervisor, once each.
     assert result.stderr.count("crashed in convert('crash')") == 1
     assert result.stderr.count("child 'upper' exited with RuntimeError") == 1
+
+
+def _foundation_app(*args: str) -> list[str]:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "foundation_app.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith("TRIOSCOPE__")},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    return result.stdout.splitlines()
+
+
+def test_foundation_app_changes_config_and_queries_correlated_events() -> None:
+    assert _foundation_app() == [
+        "events kept: up to 100000",
+        "  config v1: events.max_events 100000 -> 50000",
+        "order-1, cause before effect:",
+        "  #1 order.placed {'items': ['tea', 'cups']} (parent None)",
+        "  #2 item.reserved {'item': 'tea'} (parent 1)",
+        "  #3 item.reserved {'item': 'cups'} (parent 2)",
+        "  #4 order.paid {} (parent 3)",
+        "latest payment: order-2",
+        "recorded change: events.max_events = 50000",
+        "events stored: 8, kept up to 50000",
+        "stopped in order; bye",
+    ]
+
+
+def test_foundation_app_with_sqlite_finds_the_previous_runs_events(tmp_path: Path) -> None:
+    db = str(tmp_path / "events.db")
+    _foundation_app("--db", db)
+    lines = _foundation_app("--db", db)
+    assert lines[1] == "orders from earlier runs: 2"
+    assert lines[3:5] == [
+        "order-3, cause before effect:",
+        "  #9 order.placed {'items': ['tea', 'cups']} (parent None)",
+    ]
+    assert lines[-2] == "events stored: 16, kept up to 50000"

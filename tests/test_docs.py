@@ -20,6 +20,17 @@ MODULES = [
     "trioscope._monitor",
     "trioscope._task_supervisor",
     "trioscope._app",
+    "trioscope.foundation._config",
+    "trioscope.foundation._event",
+    "trioscope.foundation._events",
+    "trioscope.foundation._foundation",
+    "trioscope.foundation._home",
+    "trioscope.foundation._memory",
+    "trioscope.foundation._settings",
+    "trioscope.foundation._sqlite",
+    "trioscope.foundation._subscription",
+    "trioscope.foundation.config",
+    "trioscope.foundation.events",
 ]
 
 

@@ -696,3 +696,53 @@ async def test_snapshot_checks_the_schema_and_config_spec_the_server_class() -> 
         TypeError, match=exactly("config_spec: server must be a ConfigServer subclass, got 'x'")
     ):
         config.config_spec(server="x")  # type: ignore[arg-type]
+
+
+@attrs.frozen
+class Window:
+    size: int = setting(3, validator=at_least(1))
+    step: int = setting(1, validator=at_least(1))
+
+
+@attrs.frozen
+class App:
+    window: Window = setting(factory=Window, updatable=True)  # noqa: RUF009 (attrs, not a dataclass)
+    limits: Limits = attrs.field(factory=Limits)
+
+
+async def test_a_section_declared_updatable_is_updated_whole_or_in_part() -> None:
+    async with running(config.config_spec(App, env={})), config.subscribe() as changes:
+        assert config.updatable_paths() == frozenset(
+            {"window", "window.size", "window.step", "limits.low", "limits.high", "limits.debug"}
+        )
+        assert await config.update("window", {"size": 5}) == 1
+        assert config.get("window") == Window(size=5, step=1)
+        assert await config.update("window.step", 2) == 2
+        assert config.snapshot(App).config.window == Window(size=5, step=2)
+        with pytest.raises(
+            ConfigRejected,
+            match=exactly("cannot set window to {'size': 0}: size must be >= 1, got 0"),
+        ):
+            await config.update("window", {"size": 0})
+        with pytest.raises(
+            ConfigRejected,
+            match=exactly("cannot set window to {'sise': 2}: extra fields found (sise)"),
+        ):
+            await config.update("window", {"sise": 2})
+        first = await changes.receive()
+        assert (first.path, first.old, first.new) == ("window", Window(), Window(size=5))
+        values = config.snapshot().values
+        assert values["window.size"] == 5
+        with pytest.raises(TypeError):
+            values["window.size"] = 6  # type: ignore[index]
+
+
+async def test_a_section_value_names_the_setting_that_does_not_fit() -> None:
+    async with running(config.config_spec(App, env={})):
+        with pytest.raises(
+            ConfigRejected,
+            match=exactly(
+                "cannot set window to {'size': '2'}: invalid value for type, expected int @ $.size"
+            ),
+        ):
+            await config.update("window", {"size": "2"})

@@ -57,6 +57,7 @@ import os
 import random
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
+from types import MappingProxyType
 from typing import Any, Final, Generic, TypeVar, overload
 
 import attrs
@@ -126,8 +127,13 @@ class ConfigSnapshot(Generic[C]):
     """The typed configuration (an instance of the schema)."""
     version: int
     """0 for the configuration as loaded; each applied update or reset adds 1."""
-    flat: Mapping[str, object] = attrs.field(repr=False, eq=False)
-    """Every path (sections and settings) mapped to its value."""
+    _flat: Mapping[str, object] = attrs.field(repr=False, eq=False, alias="flat")
+    # Every path (sections and settings) -> its value; never mutated once published.
+
+    @property
+    def values(self) -> Mapping[str, object]:
+        """Every path (sections and settings) mapped to its value (read-only)."""
+        return MappingProxyType(self._flat)
 
     def get(self, path: str) -> object:
         """The value at *path* in this snapshot.
@@ -135,7 +141,7 @@ class ConfigSnapshot(Generic[C]):
         Raises:
             KeyError: no such path.
         """
-        return self.flat[path]
+        return self._flat[path]
 
 
 @attrs.frozen
@@ -364,7 +370,7 @@ class ConfigHome(Home):
         return sum(1 for t in self.pending if t.waiting())
 
     def _setting(self, path: str, default: float) -> float:
-        value = self.snapshot.flat.get(path, default)
+        value = self.snapshot._flat.get(path, default)
         return float(value) if isinstance(value, (int, float)) else default
 
     async def _retry(self) -> None:
@@ -460,8 +466,8 @@ class ConfigServer(Service):
             except ConfigRejected as exc:
                 ticket.fail(exc)
                 raise
-            flat = home.schema.flat_after(old.flat, config, path)
-            before, after = old.flat[path], flat[path]
+            flat = home.schema.flat_after(old._flat, config, path)
+            before, after = old._flat[path], flat[path]
         else:
             config, flat = home.loaded, home.loaded_flat
             before, after = old.config, config
@@ -591,7 +597,7 @@ def get(path: str) -> object:
     """
     home = _home()
     try:
-        return home.snapshot.flat[path]
+        return home.snapshot._flat[path]
     except (KeyError, TypeError):
         raise home.schema.unknown(path) from None
 
@@ -749,7 +755,7 @@ async def subscribe(*, buffer: int | None = None) -> AsyncIterator[Subscription[
     """
     home = _home()
     if buffer is None:
-        configured = home.snapshot.flat.get("config.subscriber_buffer")
+        configured = home.snapshot._flat.get("config.subscriber_buffer")
         buffer = configured if isinstance(configured, int) else DEFAULT_SUBSCRIBER_BUFFER
     async with home.hub.subscribe(buffer=buffer) as changes:
         yield changes

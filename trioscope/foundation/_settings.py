@@ -37,6 +37,7 @@ from typing import Any, Final, Literal, TypeVar, cast, get_args, get_origin, ove
 import attrs
 import cattrs
 from cattrs.errors import CattrsError
+from cattrs.v import format_exception
 
 from ._errors import ConfigRejected, UnknownConfigPathError
 
@@ -492,9 +493,18 @@ _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off"})
 
 
+def _cattrs_message(exc: BaseException, kind: type | None) -> str:
+    # A validator's (or a cross-field rule's) own message says more than cattrs'
+    # "invalid value": keep it.
+    if kind is None and isinstance(exc, (ValueError, TypeError)) and str(exc):
+        return str(exc)
+    return format_exception(exc, kind)
+
+
 def _rule_of(exc: Exception) -> str:
     if isinstance(exc, cattrs.BaseValidationError):
-        return "; ".join(cattrs.transform_error(exc))
+        messages = cattrs.transform_error(exc, format_exception=_cattrs_message)
+        return "; ".join(m.removesuffix(" @ $") for m in messages)
     if isinstance(exc, CattrsError):
         return str(exc)
     if isinstance(exc, SettingError):

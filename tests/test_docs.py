@@ -55,7 +55,8 @@ def _docstring_example(module: str) -> str:
 
 
 def _run(source: str, name: str) -> None:
-    code = compile(source, name, "exec")
+    # dont_inherit: run as a script would, without this module's `from __future__` flags.
+    code = compile(source, name, "exec", dont_inherit=True)
     exec(code, {"__name__": "__docs__"})
 
 

@@ -746,3 +746,19 @@ async def test_a_section_value_names_the_setting_that_does_not_fit() -> None:
             ),
         ):
             await config.update("window", {"size": "2"})
+
+
+async def test_a_subscription_under_a_path_gets_its_changes_and_resets() -> None:
+    async with running(), config.subscribe(under="events") as changes:
+        await config.update("telemetry.window_s", 5)
+        await config.update("events.max_events", 5)
+        await config.reset()
+        assert [(c.path, c.version) for c in [await changes.receive() for _ in range(2)]] == [
+            ("events.max_events", 2),
+            ("", 3),
+        ]
+        assert changes.statistics().buffered == 0
+    async with running():
+        with pytest.raises(UnknownConfigPathError):
+            async with config.subscribe(under="event"):
+                pass  # pragma: no cover - never entered

@@ -56,7 +56,7 @@ import math
 import os
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Final, Generic, TypeVar, overload
 
@@ -733,7 +733,9 @@ def _ticket(home: ConfigHome, path: str | None, value: object) -> _Ticket:
 
 
 @contextlib.asynccontextmanager
-async def subscribe(*, buffer: int | None = None) -> AsyncIterator[Subscription[ConfigChange]]:
+async def subscribe(
+    *, buffer: int | None = None, under: str | None = None
+) -> AsyncIterator[Subscription[ConfigChange]]:
     """Receive every change applied from now on, in order, while the block lasts.
 
     Changes arrive in version order with no gap and no duplicate. A
@@ -747,18 +749,33 @@ async def subscribe(*, buffer: int | None = None) -> AsyncIterator[Subscription[
     Args:
         buffer: Changes that may wait for this subscriber (default:
             ``config.subscriber_buffer``, else `DEFAULT_SUBSCRIBER_BUFFER`).
+        under: Only changes of this path or inside it, and resets
+            (``under="events"``: ``events``, ``events.max_events``, ``""``...).
+            Versions then skip the others: check against `snapshot` after a cut-off.
 
     Raises:
         trioscope.ServiceUnavailableError: no config server runs in this scope.
         trioscope.NoRegistryError: outside every registry scope.
         ValueError, TypeError: a buffer that is not an int >= 1.
+        UnknownConfigPathError: *under* is not a path of the schema.
     """
     home = _home()
     if buffer is None:
         configured = home.snapshot._flat.get("config.subscriber_buffer")
         buffer = configured if isinstance(configured, int) else DEFAULT_SUBSCRIBER_BUFFER
-    async with home.hub.subscribe(buffer=buffer) as changes:
+    accept = None if under is None else _under(home.schema.node(under).path)
+    async with home.hub.subscribe(buffer=buffer, accept=accept) as changes:
         yield changes
+
+
+def _under(path: str) -> Callable[[ConfigChange], bool]:
+    inside = path + "."
+
+    def accept(change: ConfigChange) -> bool:
+        changed = change.path
+        return changed == path or not changed or changed.startswith(inside)
+
+    return accept
 
 
 async def status() -> ConfigStatus:

@@ -13,6 +13,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
+from _guards import checkpoints_even_when_raising
 
 import trioscope
 from trioscope.foundation import (
@@ -762,3 +763,27 @@ async def test_a_subscription_under_a_path_gets_its_changes_and_resets() -> None
         with pytest.raises(UnknownConfigPathError):
             async with config.subscribe(under="event"):
                 pass  # pragma: no cover - never entered
+
+
+async def test_update_checkpoints_on_every_path(autojump_clock: trio.testing.MockClock) -> None:
+    with checkpoints_even_when_raising(), pytest.raises(trioscope.NoRegistryError):
+        await config.update("events.max_events", 1)
+    async with trioscope.open_registry(isolated=True):
+        with checkpoints_even_when_raising(), pytest.raises(trioscope.ServiceUnavailableError):
+            await config.update("events.max_events", 1, timeout_s=0)
+    async with running():
+        for path, value, error in [
+            ("nope", 1, UnknownConfigPathError),
+            ("events.backend", "sqlite", ConfigRejected),
+            ("events.max_events", 0, ConfigRejected),
+        ]:
+            with checkpoints_even_when_raising(), pytest.raises(error):
+                await config.update(path, value)
+        with checkpoints_even_when_raising():
+            await config.update("events.max_events", 1)
+        with checkpoints_even_when_raising():
+            await config.reset()
+    with pytest.raises(
+        ValueError, match=exactly("timeout_s must be >= 0 (math.inf allowed), got -1")
+    ):
+        await config.update("events.max_events", 1, timeout_s=-1)

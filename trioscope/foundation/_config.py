@@ -64,7 +64,12 @@ import attrs
 import trio
 
 from .._child_spec import ChildSpec, _check_seconds
-from .._errors import CallTimeoutError, ServiceCrashedError, ServiceUnavailableError
+from .._errors import (
+    CallTimeoutError,
+    NoRegistryError,
+    ServiceCrashedError,
+    ServiceUnavailableError,
+)
 from .._names import wait_for_service, whereis
 from .._registry import current_registry
 from .._service import DEFAULT_CALL_TIMEOUT_S, DEFAULT_MAILBOX_SIZE, Service
@@ -676,7 +681,11 @@ async def reset(*, timeout_s: float | None = None) -> int:
 async def _submit(path: str | None, value: object, timeout_s: float | None) -> int:
     timeout = DEFAULT_CALL_TIMEOUT_S if timeout_s is None else timeout_s
     _check_seconds("timeout_s", timeout, allow_inf=True)
-    registry = current_registry()
+    try:
+        registry = current_registry()
+    except NoRegistryError:
+        await trio.lowlevel.checkpoint()  # a waiting call checkpoints on every path
+        raise
     deadline = trio.current_time() + timeout
     home = find_home(HOME_NAME, ConfigHome)
     if home is None:

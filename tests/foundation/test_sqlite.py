@@ -227,7 +227,7 @@ async def test_a_file_from_a_newer_version_is_refused_untouched(db: Path) -> Non
         assert side.execute("PRAGMA journal_mode").fetchone() == ("delete",)
 
 
-async def test_a_database_trioscope_did_not_create_is_refused(db: Path) -> None:
+async def test_a_database_trioscope_did_not_create_is_refused_untouched(db: Path) -> None:
     with side_connection(db) as side:
         side.execute("CREATE TABLE events (whatever TEXT)")
     with pytest.raises(
@@ -236,6 +236,33 @@ async def test_a_database_trioscope_did_not_create_is_refused(db: Path) -> None:
         r"not create \(it has tables but no trioscope layout version\)$",
     ):
         await SQLiteBackend(db).open()
+    with side_connection(db) as side:
+        assert side.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+        assert side.execute("SELECT name FROM sqlite_master").fetchall() == [("events",)]
+
+
+async def test_indexes_follow_the_flag_and_the_events_stay(db: Path) -> None:
+    def index_names() -> list[str]:
+        with side_connection(db) as side:
+            rows = side.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+            return sorted(name for (name,) in rows)
+
+    for indexes, expected in (
+        (True, ["events_by_correlation", "events_by_type"]),
+        (False, []),
+        (True, ["events_by_correlation", "events_by_type"]),
+    ):
+        backend = SQLiteBackend(db, indexes=indexes)
+        recovered = await backend.open()
+        await backend.append([ev(recovered.last_id + 1)])
+        await backend.aclose()
+        assert index_names() == expected
+    assert [e.id for e in (await reopened(db)).events] == [1, 2, 3]
+    with side_connection(db) as side:  # the file answers on its own
+        plan = side.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM events WHERE correlation_id = 'req-0'"
+        ).fetchall()
+        assert "events_by_correlation" in str(plan)
 
 
 async def test_a_file_that_is_not_a_database_is_an_sqlite_error(db: Path) -> None:

@@ -34,15 +34,19 @@ on every start, so the file is the durability layer and retention bounds both.
 How it is durable:
 
 - **One transaction per** `SQLiteBackend.append`: all the events of a batch are
-  written, with the highest id, or none are; it returns only after ``COMMIT``.
+  written or none are; it returns only after ``COMMIT``. If it raises, the
+  transaction was rolled back; the one case SQLite cannot rule out is an I/O
+  error in the final sync of ``COMMIT``, so after a failed append the caller
+  should reopen (the EventStore crashes and its restart reopens).
 - **WAL journal, synchronous=FULL** (the default): every commit is synced to
   disk before it returns, so an acknowledged event survives a crash of the
   service, a ``SIGKILL`` of the process and a power loss. ``synchronous="NORMAL"``
   is faster but, in WAL mode, only survives the first two: a power loss or an
   OS crash may take the last commits with it. Use it only when that is fine.
-- **Ids are never reused**: a ``meta`` table keeps the highest id ever stored,
-  also when every event was pruned, and `SQLiteBackend.append` refuses an id at
-  or below it.
+- **Ids are never reused**: the highest id ever stored is the last event's, or,
+  once pruning took that one, the one `SQLiteBackend.prune_through` saved in
+  the ``meta`` table; `SQLiteBackend.append` refuses an id at or below it (also
+  one another connection to the same file stored meanwhile).
 - **One connection, one thread at a time**: every blocking call runs through
   `trio.to_thread.run_sync` under a private `trio.CapacityLimiter` of 1, with
   ``abandon_on_cancel=False``. A cancelled caller therefore waits for the
@@ -57,9 +61,12 @@ writer (no storage can tell a writer about a commit after the writer's process
 is gone). Such a batch is whole, never partial, and comes after every
 acknowledged one.
 
-The file's layout has a version in ``PRAGMA user_version``; a file written by a
-newer trioscope is refused with `IncompatibleDatabaseError` rather than
-misread. ``monotonic_ns`` of recovered events came from the clock of the process
+The file can be read on its own (``sqlite3 events.db``): a table ``events`` with
+columns ``id`` (the primary key), ``type``, ``correlation_id``, ``parent_id``,
+``monotonic_ns``, ``wall_ns`` and ``data`` (compact JSON text), indexed by type
+and by correlation id unless ``indexes=False``. Its layout has a version in
+``PRAGMA user_version``; a file written by a newer trioscope is refused with
+`IncompatibleDatabaseError` rather than misread. ``monotonic_ns`` of recovered events came from the clock of the process
 that stored them and is only comparable with others from that run.
 """
 
@@ -105,11 +112,20 @@ _CREATE_SCHEMA: Final = (
     " monotonic_ns INTEGER NOT NULL,"
     " wall_ns INTEGER NOT NULL,"
     " data TEXT NOT NULL)",
-    "CREATE INDEX events_by_type ON events (type)",
-    # Partial: uncorrelated events (most of them, often) cost no index entry.
-    "CREATE INDEX events_by_correlation ON events (correlation_id)"
-    " WHERE correlation_id IS NOT NULL",
     f"PRAGMA user_version = {SCHEMA_VERSION}",
+)
+# Not needed by trioscope (the store queries its memory), but they make the file useful on
+# its own, e.g. to ask a dead process's file which request crashed what. Optional: they cost
+# write throughput (see SQLiteBackend's ``indexes``). Not part of the layout version.
+_CREATE_INDEXES: Final = (
+    "CREATE INDEX IF NOT EXISTS events_by_type ON events (type)",
+    # Partial: uncorrelated events cost no index entry.
+    "CREATE INDEX IF NOT EXISTS events_by_correlation ON events (correlation_id)"
+    " WHERE correlation_id IS NOT NULL",
+)
+_DROP_INDEXES: Final = (
+    "DROP INDEX IF EXISTS events_by_type",
+    "DROP INDEX IF EXISTS events_by_correlation",
 )
 _COLUMNS: Final = "id, type, correlation_id, parent_id, monotonic_ns, wall_ns, data"
 _SELECT_ALL: Final = f"SELECT {_COLUMNS} FROM events ORDER BY id"
@@ -188,21 +204,39 @@ def _rollback_if_open(conn: sqlite3.Connection) -> None:
         conn.execute("ROLLBACK")
 
 
-def _open_sync(path: str, synchronous: str, busy_timeout_s: float) -> sqlite3.Connection:
+def _check_layout(conn: sqlite3.Connection, path: str) -> int:
+    """The file's layout version, after making sure it is one this module can use."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version > SCHEMA_VERSION:
+        raise IncompatibleDatabaseError(
+            path,
+            f"it was written with layout version {version}, and this trioscope "
+            f"reads versions up to {SCHEMA_VERSION}: upgrade trioscope, or point "
+            "events.sqlite_path at another file",
+        )
+    if version == 0:
+        (tables,) = conn.execute(
+            "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+        ).fetchone()
+        if tables:
+            raise IncompatibleDatabaseError(
+                path,
+                "it is an SQLite database that trioscope did not create "
+                "(it has tables but no trioscope layout version)",
+            )
+    return int(version)
+
+
+def _open_sync(
+    path: str, synchronous: str, busy_timeout_s: float, indexes: bool
+) -> sqlite3.Connection:
     # isolation_level=None: the sqlite3 module issues no implicit BEGIN/COMMIT;
     # every transaction here is explicit, so what is atomic is plain to see.
     conn = sqlite3.connect(
         path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
     )
     try:
-        (version,) = conn.execute("PRAGMA user_version").fetchone()
-        if version > SCHEMA_VERSION:
-            raise IncompatibleDatabaseError(
-                path,
-                f"it was written with layout version {version}, and this trioscope "
-                f"reads versions up to {SCHEMA_VERSION}: upgrade trioscope, or point "
-                "events.sqlite_path at another file",
-            )
+        _check_layout(conn, path)  # before anything is written, not even the journal mode
         (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
         if mode != "wal":
             raise IncompatibleDatabaseError(
@@ -213,20 +247,12 @@ def _open_sync(path: str, synchronous: str, busy_timeout_s: float) -> sqlite3.Co
         # file at once cannot both see version 0 and both create the tables.
         conn.execute("BEGIN IMMEDIATE")
         try:
-            (version,) = conn.execute("PRAGMA user_version").fetchone()
-            if version == 0:
-                tables = conn.execute(
-                    "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
-                ).fetchone()[0]
-                if tables:
-                    raise IncompatibleDatabaseError(
-                        path,
-                        "it is an SQLite database that trioscope did not create "
-                        "(it has tables but no trioscope layout version)",
-                    )
+            if _check_layout(conn, path) == 0:  # again: another process may have been first
                 for statement in _CREATE_SCHEMA:
                     conn.execute(statement)
             # Layout migrations from older versions go here, one `if version == n:` each.
+            for statement in _CREATE_INDEXES if indexes else _DROP_INDEXES:
+                conn.execute(statement)
             conn.execute("COMMIT")
         except BaseException:
             _rollback_if_open(conn)
@@ -298,6 +324,11 @@ class SQLiteBackend:
             if the machine loses power or the OS crashes.
         busy_timeout_s: How long a statement waits for a lock held by another
             connection to the same file before failing with `sqlite3.OperationalError`.
+        indexes: Keep SQL indexes on ``type`` and ``correlation_id`` (the default),
+            so that the file answers such queries on its own, for instance with the
+            ``sqlite3`` shell after a crash. trioscope never needs them (the store
+            queries its memory) and they cost write throughput (about a third for
+            large batches); with False, `open` drops them if the file has them.
 
     Raises:
         ValueError: *path* is empty or ``":memory:"``, *synchronous* is not one of
@@ -316,6 +347,7 @@ class SQLiteBackend:
         *,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+        indexes: bool = True,
     ) -> None:
         raw = os.fspath(path)
         if raw in ("", ":memory:") or raw.startswith("file:"):
@@ -334,6 +366,7 @@ class SQLiteBackend:
         self._path: Final = os.path.abspath(raw)
         self._synchronous: Final = synchronous
         self._busy_timeout_s: Final = float(busy_timeout_s)
+        self._indexes: Final = bool(indexes)
         self._conn: sqlite3.Connection | None = None
         # One worker thread at a time uses the connection: the limiter is held
         # until the thread finishes, also when the waiting task was cancelled.
@@ -396,7 +429,8 @@ class SQLiteBackend:
         """
         await self.aclose()
         path, synchronous, timeout_s = self._path, self._synchronous, self._busy_timeout_s
-        conn = await self._run(lambda: _open_sync(path, synchronous, timeout_s))
+        indexes = self._indexes
+        conn = await self._run(lambda: _open_sync(path, synchronous, timeout_s, indexes))
         self._conn = conn
         try:
             recovered = await self._run(lambda: _recover_sync(conn))

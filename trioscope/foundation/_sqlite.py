@@ -66,8 +66,9 @@ columns ``id`` (the primary key), ``type``, ``correlation_id``, ``parent_id``,
 ``monotonic_ns``, ``wall_ns`` and ``data`` (compact JSON text), indexed by type
 and by correlation id unless ``indexes=False``. Its layout has a version in
 ``PRAGMA user_version``; a file written by a newer trioscope is refused with
-`IncompatibleDatabaseError` rather than misread. ``monotonic_ns`` of recovered events came from the clock of the process
-that stored them and is only comparable with others from that run.
+`IncompatibleDatabaseError` rather than misread. ``monotonic_ns`` of recovered
+events came from the clock of the process that stored them and is only
+comparable with others from that run.
 """
 
 from __future__ import annotations

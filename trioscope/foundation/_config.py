@@ -34,7 +34,10 @@ holds the loaded configuration, the published snapshot, the subscription hub
 and the queue of updates waiting for the server; the server (`ConfigServer`,
 registered as ``"config"``) applies updates one at a time. Readers read the
 home's snapshot, so they keep the last one while the server restarts; a
-restart of the server loses nothing (versions go on).
+restart of the server loses nothing (versions go on). If the home itself
+fails (a bug in its retry task), the supervisor restarts both: the sources
+are read again, versions start again at 0, subscriptions end, and queued
+updates fail with `trioscope.ServiceUnavailableError` (never applied).
 
 **Updates** are checked at once in the caller (path, updatable, type), then
 applied by the server against the whole configuration (validators and

@@ -125,13 +125,15 @@ async def test_a_later_section_replaces_what_earlier_sources_set_inside_it() -> 
         (
             {"TRIOSCOPE__EVENTS__MAX_EVNTS": "5"},
             UnknownConfigPathError,
-            "no configuration path 'events.max_evnts'; did you mean 'events.max_events', "
+            "no configuration path 'events.max_evnts' (from the environment variable "
+            "TRIOSCOPE__EVENTS__MAX_EVNTS); did you mean 'events.max_events', "
             "'events.max_age_s', 'events.max_data_bytes'?",
         ),
         (
             {"TRIOSCOPE__EVENTS__MAX_EVENTS": "5.0"},
             ConfigRejected,
-            "cannot set events.max_events to '5.0': must be an int",
+            "cannot set events.max_events to '5.0' (from the environment variable "
+            "TRIOSCOPE__EVENTS__MAX_EVENTS): must be an int",
         ),
         (
             {"TRIOSCOPE__EVENTS__MAX_EVENTS": "0"},
@@ -141,7 +143,8 @@ async def test_a_later_section_replaces_what_earlier_sources_set_inside_it() -> 
         (
             {"TRIOSCOPE__EVENTS__BACKEND": "disk"},
             ConfigRejected,
-            "cannot set events.backend to 'disk': must be one of 'memory', 'sqlite'",
+            "cannot set events.backend to 'disk' (from the environment variable "
+            "TRIOSCOPE__EVENTS__BACKEND): must be one of 'memory', 'sqlite'",
         ),
         (
             {"TRIOSCOPE__EVENTS__BACKEND": "sqlite", "TRIOSCOPE__EVENTS__SQLITE_PATH": ""},
@@ -459,7 +462,7 @@ async def test_an_update_not_applied_by_its_deadline_is_withdrawn(
             ConfigUpdateTimeoutError,
             match=exactly(
                 "update of events.max_events to 7 was not acknowledged within 1.5 s (the config "
-                "server is not running); it was withdrawn and will not be applied: retry later "
+                "server was away or busy); it was withdrawn and will not be applied: retry later "
                 "or give a longer timeout_s"
             ),
         ) as info:

@@ -28,29 +28,42 @@ from .._errors import Rejected, TrioscopeError
 class UnknownConfigPathError(TrioscopeError, KeyError):
     """A configuration path that the schema does not declare."""
 
-    def __init__(self, path: str, nearest: Sequence[str] = ()) -> None:
+    def __init__(
+        self, path: str, nearest: Sequence[str] = (), *, source: str | None = None
+    ) -> None:
         self.path = path
         self.nearest = tuple(nearest)
+        self.source = source
+        """Where the path came from, when not from code (``"the environment variable X"``)."""
         super().__init__(path)
 
     def __str__(self) -> str:
         # KeyError's own __str__ would repr() the message.
+        origin = f" (from {self.source})" if self.source else ""
         hint = (
             f"; did you mean {', '.join(repr(p) for p in self.nearest)}?"
             if self.nearest
             else "; see the schema for the valid paths"
         )
-        return f"no configuration path {self.path!r}{hint}"
+        return f"no configuration path {self.path!r}{origin}{hint}"
 
 
 class ConfigRejected(Rejected, ValueError):
     """A configuration update (or loaded value) that breaks a rule; nothing changed."""
 
-    def __init__(self, path: str, value: object, rule: str) -> None:
+    def __init__(self, path: str, value: object, rule: str, *, source: str | None = None) -> None:
         self.path = path
         self.value = value
         self.rule = rule
-        super().__init__(f"cannot set {path or 'the configuration'} to {value!r}: {rule}")
+        self.source = source
+        """Where the value came from, when not from code (``"the environment variable X"``)."""
+        super().__init__(path, value, rule)
+
+    def __str__(self) -> str:
+        origin = f" (from {self.source})" if self.source else ""
+        return (
+            f"cannot set {self.path or 'the configuration'} to {self.value!r}{origin}: {self.rule}"
+        )
 
 
 class ConfigUpdateTimeoutError(TrioscopeError, trio.TooSlowError):
@@ -64,7 +77,7 @@ class ConfigUpdateTimeoutError(TrioscopeError, trio.TooSlowError):
         self.applied = False
         super().__init__(
             f"update of {path or 'the configuration'} to {value!r} was not acknowledged "
-            f"within {timeout_s:g} s (the config server is not running); it was withdrawn "
+            f"within {timeout_s:g} s (the config server was away or busy); it was withdrawn "
             "and will not be applied: retry later or give a longer timeout_s"
         )
 

@@ -652,19 +652,14 @@ def from_env(
         node = schema.nodes.get(path)
         if node is None:
             error = schema.unknown(path)
-            _note(error, f"(from the environment variable {name})")
+            error.source = f"the environment variable {name}"
             raise error
         try:
             value = structure_env(node, env[name])
         except ConfigRejected as exc:
-            _note(exc, f"(from the environment variable {name})")
+            exc.source = f"the environment variable {name}"
             raise
         _put(overrides, tuple(path.split(".")), value)
-
-
-def _note(exc: BaseException, note: str) -> None:
-    if sys.version_info >= (3, 11):
-        exc.add_note(note)
 
 
 def load(schema: Schema, overrides: Overrides) -> object:

@@ -7,6 +7,7 @@ import math
 import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -424,6 +425,70 @@ async def test_bad_query_arguments_are_rejected(filters: dict[str, Any], message
         assert await events.store(Event("a")) == 1
 
 
+@pytest.mark.parametrize(
+    ("handler", "kwargs", "error", "message"),
+    [
+        (
+            EventStore.query,
+            {"after_id": "7"},
+            EventQueryError,
+            "after_id must be None or an int (an event id), got '7'",
+        ),
+        (
+            EventStore.query,
+            {"type": ["a"]},
+            EventQueryError,
+            "type must be None or a str, got ['a']",
+        ),
+        (
+            EventStore.query,
+            {"correlation_id": 3},
+            EventQueryError,
+            "correlation_id must be None or a str, got 3",
+        ),
+        (EventStore.get, {"id": "1"}, EventQueryError, "id must be an int, got '1'"),
+        (
+            EventStore.correlation_chain,
+            {"correlation_id": None},
+            EventQueryError,
+            "correlation_id must be a str, got None",
+        ),
+        (
+            EventStore.prune_before,
+            {"wall_ns": None},
+            EventQueryError,
+            "wall_ns must be an int (nanoseconds), got None",
+        ),
+        (
+            EventStore.store_batch,
+            {"events": None},
+            EventRejected,
+            "event rejected: store_batch takes a sequence of events, got NoneType",
+        ),
+        (
+            EventStore.store_batch,
+            {"events": "ab"},
+            EventRejected,
+            "event rejected: store_batch takes a sequence of events, got str",
+        ),
+        (
+            EventStore.store_batch,
+            {"events": [None]},
+            EventRejected,
+            "event 0 of the batch rejected: NoneType None is not an Event; nothing in the "
+            "batch was stored",
+        ),
+    ],
+)
+async def test_a_callers_mistake_never_crashes_the_store(
+    handler: Any, kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    async with running():
+        with pytest.raises(error, match=exactly(message)):
+            await trioscope.call("events", handler, **kwargs)
+        assert (await events.stats()).restarts == 0
+
+
 async def test_correlation_chain_puts_parents_before_children() -> None:
     async with running():
         root = await events.store(Event("request", correlation_id="r"))
@@ -631,6 +696,30 @@ async def test_buffered_writes_wait_for_a_restarting_store_and_flush_in_order(
         assert (client.rejected_total, client.unconfirmed_total) == (0, 0)
 
 
+async def test_buffered_writes_wait_for_a_store_slow_to_start_however_long(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    backend = Backend()
+    backend.open_gate = trio.Event()
+
+    async def supervise() -> None:
+        async with trioscope.open_supervisor([event_store_spec(backend=lambda: backend)]):
+            await trio.sleep_forever()
+
+    async with trioscope.open_registry(isolated=True), trio.open_nursery() as nursery:
+        nursery.start_soon(supervise)
+        await trio.testing.wait_all_tasks_blocked()
+        events.store_nowait(Event("a"))  # the home runs; the store is in its init
+        await trio.sleep(60)  # far beyond any call timeout
+        assert events.buffer_statistics().buffered == 1
+        backend.open_gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        stats = events.buffer_statistics()
+        assert (stats.buffered, stats.flushed_total, stats.unconfirmed_total) == (0, 1, 0)
+        assert await ids() == [1]
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_buffered_event_the_store_rejects_later_is_counted_and_the_rest_flushed(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -825,3 +914,27 @@ async def test_outside_a_scope_and_without_a_store(
             async with events.subscribe():
                 pass  # pragma: no cover
         assert trio.current_time() - start == 10
+
+
+# -- with SQLite -----------------------------------------------------------------------------------
+
+
+async def test_a_sqlite_store_reloads_its_events_and_ids_on_restart(tmp_path: Path) -> None:
+    from trioscope.foundation._sqlite import SQLiteBackend
+
+    path = tmp_path / "events.db"
+    async with running(event_store_spec(backend=lambda: SQLiteBackend(path))):
+        assert await events.store_batch([Event("a", correlation_id="r"), Event("b")]) == [1, 2]
+        assert await events.prune_before(START_NS * 2) == 2
+        assert await events.store(Event("c", {"k": [1]}, correlation_id="r", parent_id=1)) == 3
+        stats = await events.stats()
+        assert (stats.durable, stats.backend) == (True, f"sqlite:{path}")
+    # A new home and store (a new process, as far as the file knows).
+    spec = config.config_spec(
+        values={"events": {"backend": "sqlite", "sqlite_path": str(path)}}, env={}
+    )
+    async with running(spec, event_store_spec()):
+        (c,) = await events.query()
+        assert (c.id, c.type, c.data, c.correlation_id, c.parent_id) == (3, "c", {"k": [1]}, "r", 1)
+        assert await events.store(Event("d")) == 4
+        assert (await events.stats()).backend == f"sqlite:{path}"

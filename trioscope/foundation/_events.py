@@ -75,6 +75,7 @@ registry scope on every call.
 from __future__ import annotations
 
 import bisect
+import builtins
 import contextlib
 import json
 import logging
@@ -90,7 +91,6 @@ import trio
 
 from .._child_spec import ChildSpec
 from .._errors import (
-    CallTimeoutError,
     Rejected,
     ServiceCrashedError,
     ServiceUnavailableError,
@@ -266,8 +266,8 @@ class EventBufferStatistics:
     rejected_total: int
     """Buffered events the store rejected when flushed (a setting changed meanwhile)."""
     unconfirmed_total: int
-    """Buffered events sent whose outcome is unknown (the store crashed or timed out
-    while storing them): not counted as stored, not sent again (no duplicates)."""
+    """Buffered events sent whose outcome is unknown (the store crashed while
+    storing them): not counted as stored, not sent again (no duplicates)."""
 
 
 @attrs.frozen
@@ -515,18 +515,35 @@ def _check_parent(parent: object, new_id: int) -> None:
 
 
 def _check_query(
-    limit: int | None, order: str, since_ns: int | None, until_ns: int | None, batch: int = 1
+    limit: object,
+    order: object,
+    since_ns: object = None,
+    until_ns: object = None,
+    *,
+    type: object = None,
+    correlation_id: object = None,
+    after_id: object = None,
+    before_id: object = None,
+    batch: object = 1,
 ) -> None:
+    """`EventQueryError` naming the first bad argument of a query (checked in the
+    client, and again in the service, which must never crash on a caller's mistake)."""
     if order != "asc" and order != "desc":
         raise EventQueryError(f"order must be 'asc' or 'desc', got {order!r}")
-    if limit is not None and (not _is_int(limit) or limit < 0):
+    if limit is not None and (not _is_int(limit) or limit < 0):  # type: ignore[operator]
         raise EventQueryError(f"limit must be None or an int >= 0, got {limit!r}")
     for name, value in (("since_ns", since_ns), ("until_ns", until_ns)):
         if value is not None and not _is_int(value):
             raise EventQueryError(
                 f"{name} must be None or an int (nanoseconds, time.time_ns()), got {value!r}"
             )
-    if not _is_int(batch) or batch < 1:
+    for name, value in (("after_id", after_id), ("before_id", before_id)):
+        if value is not None and not _is_int(value):
+            raise EventQueryError(f"{name} must be None or an int (an event id), got {value!r}")
+    for name, value in (("type", type), ("correlation_id", correlation_id)):
+        if value is not None and not isinstance(value, str):
+            raise EventQueryError(f"{name} must be None or a str, got {value!r}")
+    if not _is_int(batch) or batch < 1:  # type: ignore[operator]
         raise EventQueryError(f"batch must be an int >= 1, got {batch!r}")
 
 
@@ -823,8 +840,9 @@ class EventsHome(Home):
         Only an acknowledged batch leaves the buffer as stored; a batch the
         store never ran (it was restarting) is sent again to the next
         incarnation; one whose outcome is unknown (the store crashed running
-        it, or did not answer in time) is counted as unconfirmed and dropped,
-        so that nothing is ever stored twice.
+        it) is counted as unconfirmed and dropped, so that nothing is ever
+        stored twice. The calls have no timeout: a timeout could not tell a
+        batch that never ran (a store slow to start) from one that did.
         """
         buffer = self.buffer
         ref = None
@@ -834,7 +852,9 @@ class EventsHome(Home):
                 await self._wake.wait()
                 continue
             if ref is None:
-                ref = await wait_for_service(EVENTS_NAME, EventStore)
+                # No call timeout: a timeout could not tell a batch that never ran
+                # (the store was slow to start) from one that did.
+                ref = (await wait_for_service(EVENTS_NAME, EventStore)).with_timeout(math.inf)
             batch = [buffer[i] for i in range(min(len(buffer), FLUSH_BATCH))]
             try:
                 await ref.call(EventStore.store_batch, batch)
@@ -846,9 +866,10 @@ class EventsHome(Home):
                 continue  # nothing was stored: send the others again
             except ServiceUnavailableError:
                 # The incarnation ended before running it: nothing stored.
-                ref = await wait_for_service(EVENTS_NAME, EventStore, after=ref)
+                after = await wait_for_service(EVENTS_NAME, EventStore, after=ref)
+                ref = after.with_timeout(math.inf)
                 continue
-            except (ServiceCrashedError, CallTimeoutError) as exc:
+            except ServiceCrashedError as exc:
                 _log.error(
                     "%d buffered events may or may not be stored (%s): counted as unconfirmed",
                     len(batch),
@@ -1042,6 +1063,15 @@ class EventStore(Service):
             EventRejected: one event breaks a rule: its index and the rule are
                 named, and nothing of the batch was stored (no id consumed).
         """
+        given: object = events  # a caller's mistake must not crash the store
+        if not isinstance(given, (list, tuple)) and (
+            not isinstance(given, Sequence) or isinstance(given, (str, bytes))
+        ):
+            self._home.rejected_total += 1
+            raise EventRejected(
+                f"store_batch takes a sequence of events, got {builtins.type(given).__name__}",
+                event=given,
+            )
         if not events:
             return []
         stored = self._accept(events, True)
@@ -1161,7 +1191,13 @@ class EventStore(Service):
     # -- reads ---------------------------------------------------------------------
 
     async def get(self, id: int) -> Event | None:
-        """The retained event with id *id*, or ``None`` (never stored, or pruned)."""
+        """The retained event with id *id*, or ``None`` (never stored, or pruned).
+
+        Raises:
+            EventQueryError: *id* is not an int.
+        """
+        if not _is_int(id):
+            raise EventQueryError(f"id must be an int, got {id!r}")
         run = self._indexes.all
         events = run.events
         i = bisect.bisect_left(events, id, run.head, key=_ID)
@@ -1186,7 +1222,16 @@ class EventStore(Service):
         Raises:
             EventQueryError: a bad argument (the message names it).
         """
-        _check_query(limit, order, since_ns, until_ns)
+        _check_query(
+            limit,
+            order,
+            since_ns,
+            until_ns,
+            type=type,
+            correlation_id=correlation_id,
+            after_id=after_id,
+            before_id=before_id,
+        )
         return _select(
             self._indexes,
             type=type,
@@ -1200,7 +1245,13 @@ class EventStore(Service):
         )
 
     async def correlation_chain(self, correlation_id: str) -> list[Event]:
-        """The retained events of *correlation_id* in causal order (parents first)."""
+        """The retained events of *correlation_id* in causal order (parents first).
+
+        Raises:
+            EventQueryError: *correlation_id* is not a str.
+        """
+        if not isinstance(correlation_id, str):
+            raise EventQueryError(f"correlation_id must be a str, got {correlation_id!r}")
         run = self._indexes.by_cid.get(correlation_id)
         # parent_id always names an earlier id: id order is causal order.
         return run.events[run.head :] if run is not None else []
@@ -1491,7 +1542,16 @@ async def query(
         trioscope.ServiceUnavailableError, trioscope.CallTimeoutError,
         trioscope.NoRegistryError: as `store`.
     """
-    _check_query(limit, order, since_ns, until_ns)
+    _check_query(
+        limit,
+        order,
+        since_ns,
+        until_ns,
+        type=type,
+        correlation_id=correlation_id,
+        after_id=after_id,
+        before_id=before_id,
+    )
     return await call(
         EVENTS_NAME,
         EventStore.query,
@@ -1542,7 +1602,9 @@ async def stream(
         trioscope.ServiceUnavailableError, trioscope.CallTimeoutError,
         trioscope.NoRegistryError: as `store`.
     """
-    _check_query(None, order, since_ns, until_ns, batch)
+    _check_query(
+        None, order, since_ns, until_ns, type=type, correlation_id=correlation_id, batch=batch
+    )
     last = await call(EVENTS_NAME, EventStore.last_id)
     after_id: int | None = None
     before_id: int | None = last + 1

@@ -328,7 +328,8 @@ class _Bad(Exception):
 
 
 _BIG_INT: Final = 10**18
-# Ints strictly between -_BIG_INT and _BIG_INT encode in at most 20 bytes.
+# Ints strictly between -_BIG_INT and _BIG_INT encode in at most 20 bytes
+# (_check_data spells it as a literal).
 _ALLOWED: Final = "None, bool, int, finite float, str, list, tuple, dict with str keys"
 
 
@@ -432,7 +433,8 @@ def _check_data(data: object, max_bytes: float) -> dict[str, JSON]:
         if kind is str:
             chars += len(value)
         elif kind is int:
-            if not -_BIG_INT < value < _BIG_INT:
+            # Literals, not _BIG_INT: a constant costs nothing to load.
+            if not -1_000_000_000_000_000_000 < value < 1_000_000_000_000_000_000:
                 out[key], n = _scalar_bound(f"data[{key!r}]", value)
                 bound += n
         elif kind is float:
@@ -1030,17 +1032,21 @@ class EventStore(Service):
         self._last_wall = wall
         return stored
 
-    async def _applied(self, stored: list[Event]) -> None:
-        """*stored* is in the backend: index it, count it, publish it, retain."""
+    def _applied(self, stored: list[Event]) -> int:
+        """*stored* is in the backend: index it, count it, publish it, retain.
+
+        Returns the id through which a non-durable backend must be pruned (0: none).
+        """
         self._indexes.add(stored)
-        self._acked_id = stored[-1].id
+        last = stored[-1]
+        self._acked_id = last.id
         home = self._home
         home.stored_total += len(stored)
         hub = home.hub
         if len(hub):
             for event in stored:
                 hub.publish(event)
-        await self._retain(stored[-1].wall_ns)
+        return self._retain_now(last.wall_ns)
 
     async def store(self, event: Event) -> int:
         """Store *event*; return its id (the reply comes once it is stored).
@@ -1053,7 +1059,9 @@ class EventStore(Service):
             # A Deferred: the caller's call still returns the id (int).
             return cast(int, self._enqueue(stored, stored[0].id))
         await self._backend.append(stored)
-        await self._applied(stored)
+        through = self._applied(stored)
+        if through:
+            await self._backend.prune_through(through)
         return stored[0].id
 
     async def store_batch(self, events: Sequence[Event]) -> list[int]:
@@ -1079,7 +1087,9 @@ class EventStore(Service):
         if self._durable:
             return cast(list[int], self._enqueue(stored, ids))
         await self._backend.append(stored)
-        await self._applied(stored)
+        through = self._applied(stored)
+        if through:
+            await self._backend.prune_through(through)
         return ids
 
     def _enqueue(self, stored: list[Event], reply: object) -> Deferred[object]:
@@ -1105,7 +1115,7 @@ class EventStore(Service):
         pending, replies = self._pending, self._replies
         self._pending, self._replies = [], []
         await self._backend.append(pending)
-        await self._applied(pending)
+        self._applied(pending)  # durable: the writer prunes the backend
         for deferred, value in replies:
             deferred.reply(value)
 
@@ -1122,19 +1132,19 @@ class EventStore(Service):
                     still.append((through, deferred, count))
             self._prune_waiters = still
 
-    async def _forget(self, count: int) -> int:
-        """Drop the *count* oldest events from the indexes and the backend."""
+    def _forget(self, count: int) -> int:
+        """Drop the *count* oldest events from the indexes; return the id through which
+        a non-durable backend must be pruned (a durable one's writer is told)."""
         through = self._indexes.drop_oldest(count)
         self._home.pruned_total += count
         if self._durable:
             self._prune_target = max(self._prune_target, through)
             self._writer_wake.set()
-        else:
-            await self._backend.prune_through(through)
+            return 0
         return through
 
-    async def _retain(self, now_wall_ns: int) -> int:
-        """Apply retention by count and by age; return how many events were pruned.
+    def _retain_now(self, now_wall_ns: int) -> int:
+        """Apply retention by count and by age to the indexes; return as `_forget`.
 
         Beyond ``max_events``, the oldest are pruned down to ``max_events``
         minus a slack of 1/64 of it (`RETENTION_SLACK`): the count never exceeds
@@ -1151,10 +1161,13 @@ class EventStore(Service):
             if first is not None and first.wall_ns < cutoff:
                 old = bisect.bisect_left(run.events, cutoff, run.head, key=_WALL) - run.head
                 excess = max(excess, old)
-        if excess > 0:
-            await self._forget(excess)
-            return excess
-        return 0
+        return self._forget(excess) if excess > 0 else 0
+
+    async def _retain(self, now_wall_ns: int) -> None:
+        """Apply retention (`_retain_now`), the backend included."""
+        through = self._retain_now(now_wall_ns)
+        if through:
+            await self._backend.prune_through(through)
 
     async def _periodic_retention(self) -> None:
         last = trio.current_time()
@@ -1181,10 +1194,14 @@ class EventStore(Service):
         count = bisect.bisect_left(run.events, wall_ns, run.head, key=_WALL) - run.head
         if count <= 0:
             return 0
-        through = await self._forget(count)
-        if self._durable and through > self._backend_pruned:
+        through = self._forget(count)
+        if not self._durable:
+            await self._backend.prune_through(through)
+            return count
+        target = self._prune_target  # the writer prunes the backend through it
+        if target > self._backend_pruned:
             deferred: Deferred[object] = self.defer()
-            self._prune_waiters.append((through, deferred, count))
+            self._prune_waiters.append((target, deferred, count))
             return cast(int, deferred)
         return count
 

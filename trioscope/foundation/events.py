@@ -10,7 +10,8 @@
             [event_store_spec()]
         ):
             first = await events.store(Event("user.login", {"user": "ada"}, correlation_id="s1"))
-            await events.store_batch([Event("page.view", {"n": n}, correlation_id="s1") for n in (1, 2)])
+            views = [Event("page.view", {"n": n}, correlation_id="s1") for n in (1, 2)]
+            await events.store_batch(views)
             assert [e.id for e in await events.query(correlation_id="s1")] == [first, 2, 3]
             assert (await events.stats()).count == 3
 

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -31,6 +32,7 @@ from trioscope.foundation._events import (
     truncate_data,
 )
 from trioscope.foundation._memory import MemoryBackend
+from trioscope.foundation._settings import setting
 
 START_NS = 1_700_000_000_000_000_000
 
@@ -839,6 +841,51 @@ async def test_settings_come_from_the_config_server_and_follow_its_updates() -> 
         # Retention applied at once; the config change itself was recorded as an event.
         assert stats.count <= 10
         assert (await events.query(order="desc", limit=1))[0].type == "config.updated"
+
+
+@attrs.frozen
+class LooseEvents:
+    """An application's events section, with looser rules than the store's."""
+
+    max_events: int = setting(10, updatable=True)
+
+
+@attrs.frozen
+class AppConfig:
+    events: LooseEvents = setting(factory=LooseEvents)  # noqa: RUF009 (attrs, not a dataclass)
+
+
+async def test_an_application_schema_gives_what_it_has_and_the_spec_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    spec = config.config_spec(AppConfig, env={})
+    async with running(spec, event_store_spec(max_events=5, max_age_s=7.0)):
+        stats = await events.stats()
+        assert stats.settings_source == "config"
+        assert stats.settings == EventStoreSettings(max_events=10, max_age_s=7.0)
+        # A value the store cannot use is logged, and the store keeps its settings.
+        await config.update("events.max_events", 0)
+        await trio.testing.wait_all_tasks_blocked()
+        assert (await events.stats()).settings.max_events == 10
+        assert [r.getMessage() for r in caplog.records if r.name.endswith("events")] == [
+            "the config's events.* settings cannot be used: EventStoreSettings.max_events "
+            "must be an int >= 1, got 0; the event store keeps its current settings"
+        ]
+
+
+async def test_a_config_value_the_store_cannot_use_fails_its_start() -> None:
+    spec = config.config_spec(AppConfig, values={"events.max_events": 0}, env={})
+    async with trioscope.open_registry(isolated=True):
+        with pytest.raises(trioscope.StartError) as info:
+            async with trioscope.open_supervisor([spec, event_store_spec()]):
+                pass  # pragma: no cover - never started
+    cause: BaseException | None = info.value
+    while isinstance(cause, trioscope.StartError):
+        cause = cause.__cause__
+    assert str(cause) == (
+        "the config's events.* settings cannot be used: EventStoreSettings.max_events "
+        "must be an int >= 1, got 0"
+    )
 
 
 async def test_without_config_the_spec_settings_apply() -> None:

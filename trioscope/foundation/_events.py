@@ -1323,7 +1323,13 @@ class EventStore(Service):
                 continue  # too slow once: read everything again and resubscribe
 
     def _reload_settings(self) -> None:
-        new = _settings_from_config(self._spec_settings)
+        try:
+            new = _settings_from_config(self._spec_settings)
+        except ValueError as exc:
+            # An update the store cannot use: keep what runs (a crash would only
+            # fail the next start the same way).
+            _log.error("%s; the event store keeps its current settings", exc)
+            return
         if new is None or new == self._settings:
             return
         old, self._settings = self._settings, new
@@ -1341,6 +1347,10 @@ def _settings_from_config(fallback: EventStoreSettings) -> EventStoreSettings | 
 
     A path the config's schema lacks (an application schema without an
     ``events`` section) keeps *fallback*'s value.
+
+    Raises:
+        ValueError: the config holds a value the store cannot use (an
+            application schema with looser rules than `EventStoreSettings`).
     """
     from . import _config  # not at import time: _config stores its changes as events
     from ._errors import UnknownConfigPathError
@@ -1353,7 +1363,10 @@ def _settings_from_config(fallback: EventStoreSettings) -> EventStoreSettings | 
             values[field] = getattr(fallback, field)
         except ServiceUnavailableError:
             return None  # no config home in this scope
-    return EventStoreSettings(**values)  # type: ignore[arg-type]
+    try:
+        return EventStoreSettings(**values)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"the config's events.* settings cannot be used: {exc}") from exc
 
 
 # -- the spec ----------------------------------------------------------------------------

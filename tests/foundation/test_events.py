@@ -985,3 +985,18 @@ async def test_a_sqlite_store_reloads_its_events_and_ids_on_restart(tmp_path: Pa
         assert (c.id, c.type, c.data, c.correlation_id, c.parent_id) == (3, "c", {"k": [1]}, "r", 1)
         assert await events.store(Event("d")) == 4
         assert (await events.stats()).backend == f"sqlite:{path}"
+
+
+@pytest.mark.parametrize(
+    ("make", "kept"),
+    [(MemoryBackend, False), (lambda: MemoryBackend(), False), (MemoryBackend(), True)],
+    ids=["class", "factory", "instance"],
+)
+async def test_a_backend_factory_makes_one_per_home_and_an_instance_is_kept(
+    make: Any, kept: bool
+) -> None:
+    async with running(event_store_spec(backend=make)) as sup:
+        await events.store(Event("a"))
+        await sup.terminate_child("events")  # the home too: a new backend from a factory
+        await sup.restart_child("events")
+        assert await ids() == ([1] if kept else [])

@@ -14,6 +14,7 @@ import trioscope
 from trioscope.foundation import EventRejected, events
 from trioscope.foundation._event import Event
 from trioscope.foundation._events import _Indexes, _select, event_store_spec
+from trioscope.foundation._memory import MemoryBackend
 
 TYPES = ("a", "b", "c")
 CIDS = (None, "r1", "r2", "r3")
@@ -129,15 +130,34 @@ operations = st.lists(
 )
 
 
-@hypothesis.settings(max_examples=60)
+class DurableMemory:
+    """A MemoryBackend that says it is durable: the store group-commits through its writer."""
+
+    durable = True
+
+    def __init__(self) -> None:
+        self.inner = MemoryBackend()
+        self.open, self.append = self.inner.open, self.inner.append
+        self.prune_through, self.aclose = self.inner.prune_through, self.inner.aclose
+
+    def describe(self) -> str:
+        return "durable memory"
+
+
+@pytest.mark.parametrize("durable", [False, True], ids=["inline", "group-commit"])
+@hypothesis.settings(max_examples=40)
 @hypothesis.given(operations, st.integers(2, 12), st.lists(filters, min_size=1, max_size=5))
 def test_the_store_matches_a_model_of_atomic_batches_and_retention(
-    ops: list[tuple[Any, ...]], max_events: int, queries: list[dict[str, Any]]
+    durable: bool, ops: list[tuple[Any, ...]], max_events: int, queries: list[dict[str, Any]]
 ) -> None:
     wall = [1_000]
 
     async def main() -> None:
-        spec = event_store_spec(max_events=max_events, wall_clock=lambda: wall[0])
+        spec = event_store_spec(
+            backend=DurableMemory if durable else MemoryBackend,
+            max_events=max_events,
+            wall_clock=lambda: wall[0],
+        )
         async with (
             trioscope.open_registry(isolated=True),
             trioscope.open_supervisor([spec]),

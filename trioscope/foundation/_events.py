@@ -22,8 +22,11 @@ What the store guarantees:
 
 - **Ids** are assigned by the store: ``1, 2, 3...``, unique, ascending in the
   order events are accepted, never reused, also across restarts of the store
-  (the backend's `Recovered.last_id`). An event handed in with an id (or a
-  timestamp) already set is rejected: ids are never the caller's to choose.
+  (the backend's `Recovered.last_id`), also after everything was pruned. An
+  event handed in with an id (or a timestamp) already set is rejected: ids
+  are never the caller's to choose. (The one id that can come back is one
+  nobody ever saw: given to a write whose durable ``append`` failed, never
+  acknowledged, never visible.)
 - **Timestamps** are ``int`` nanoseconds: ``monotonic_ns`` (`time.monotonic_ns`)
   and ``wall_ns`` (`time.time_ns`, clamped so it never decreases in id order:
   time ranges and age retention are id ranges and prefixes).
@@ -48,9 +51,15 @@ What the store guarantees:
   (a ``parent_id`` must name an earlier id, so id order is a topological
   order of the causal graph, ties broken by id).
 - **Retention** by count (``max_events``) and age (``max_age_s``) on every
-  write (the id prefix beyond the bounds is pruned at once, amortised O(1) per
-  event) and by a periodic task every ``prune_interval_s`` (age). Memory stays
-  bounded under an endless stream.
+  write and by a periodic task every ``prune_interval_s`` (age). Pruning
+  drops an id prefix from every index (amortised O(1) per event); past
+  ``max_events`` the store prunes down to ``max_events - max_events // 64``,
+  so it prunes once per that many writes and never holds more than
+  ``max_events``. Memory stays bounded under an endless stream: the indexes
+  of a type or correlation id go with its last event.
+- **Memory and durability**: queries are always answered from memory. A
+  durable backend (SQLite) is the durability layer: the retained events are
+  held in memory too (retention bounds both) and reloaded on every start.
 - **Durable backends** (SQLite) get group commit: writes arriving while one
   ``append`` runs are queued and go to disk together in the next one; a write
   is acknowledged (the call returns), becomes visible to queries and reaches
@@ -67,9 +76,12 @@ What the store guarantees:
 
 Settings come from the scope's ConfigServer when one runs (``events.*``,
 read at every start of the store; updates of ``events.max_events`` and
-``events.max_age_s`` apply at once), otherwise from `event_store_spec`'s
-arguments. Every client function resolves the store through the current
-registry scope on every call.
+``events.max_age_s`` apply at once, retention included; with no backend
+given, ``events.backend`` chooses memory or SQLite), otherwise from
+`event_store_spec`'s arguments. Every client function resolves the store
+through the current registry scope on every call: `get`, `query` and the
+others need a running store (calls by name ride through its restarts);
+`store_nowait`, `buffer_statistics` and `subscribe` only its home.
 """
 
 from __future__ import annotations
@@ -1373,10 +1385,11 @@ def _settings_from_config(fallback: EventStoreSettings) -> EventStoreSettings | 
 
 
 def _backend_factory(backend: Backend | Callable[[], Backend] | None) -> Callable[[], Backend]:
+    """A factory for *backend*: a class or function is one; an instance is reused."""
     if backend is None:
         return _default_backend
-    if callable(backend) and not hasattr(backend, "append"):
-        return backend
+    if isinstance(backend, type) or not hasattr(backend, "append"):
+        return cast(Callable[[], Backend], backend)
     instance = cast(Backend, backend)
     return lambda: instance
 

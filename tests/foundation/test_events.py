@@ -841,6 +841,20 @@ async def test_settings_come_from_the_config_server_and_follow_its_updates() -> 
         # Retention applied at once; the config change itself was recorded as an event.
         assert stats.count <= 10
         assert (await events.query(order="desc", limit=1))[0].type == "config.updated"
+        await config.reset()
+        await trio.testing.wait_all_tasks_blocked()
+        assert (await events.stats()).settings.max_events == 64
+
+
+async def test_the_store_follows_a_restarted_config_child() -> None:
+    spec = config.config_spec(values={"events.max_events": 64}, env={})
+    async with running(spec, event_store_spec()) as sup:
+        await sup.terminate_child("config")
+        await sup.restart_child("config")
+        await config.update("events.max_events", 20)
+        await trio.testing.wait_all_tasks_blocked()
+        stats = await events.stats()
+        assert (stats.settings.max_events, stats.restarts) == (20, 0)
 
 
 @attrs.frozen

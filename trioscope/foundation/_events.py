@@ -1319,10 +1319,16 @@ class EventStore(Service):
     # -- settings from config --------------------------------------------------------
 
     async def _follow_config(self) -> None:
-        """Apply updates of ``events.*`` as they come (retention at once)."""
+        """Apply updates of ``events.*`` as they come (retention at once).
+
+        Follows the config home of this scope; if it is replaced (the config
+        child restarted on its own), follows the next one.
+        """
         from . import _config
 
+        registry = current_registry()
         while True:
+            home = registry.lookup(_config.HOME_NAME)
             try:
                 async with _config.subscribe() as changes:
                     self._reload_settings()  # anything missed before (re)subscribing
@@ -1330,9 +1336,12 @@ class EventStore(Service):
                         if change.path == "" or change.path.startswith("events."):
                             self._reload_settings()
                             await self._retain(self._wall_clock())
-                return  # the config server's scope ended
             except SubscriptionOverflowError:
                 continue  # too slow once: read everything again and resubscribe
+            except ServiceUnavailableError:
+                pass  # the config home is between two incarnations
+            # The subscription ended with its home: wait for the next one.
+            await registry.wait_for(_config.HOME_NAME, after=home)
 
     def _reload_settings(self) -> None:
         try:

@@ -915,11 +915,12 @@ async def test_without_config_the_spec_settings_apply() -> None:
 
 async def test_sibling_isolated_scopes_each_have_their_own_store() -> None:
     seen: dict[str, list[str]] = {}
+    names = [f"scope{i}" for i in range(50)]
 
-    async def scope(name: str, ready: trio.Event, both: trio.Event) -> None:
+    async def scope(name: str, ready: trio.Event, go: trio.Event) -> None:
         async with running(), events.subscribe() as sub:
             ready.set()
-            await both.wait()
+            await go.wait()
             await events.store(Event(name))
             events.store_nowait(Event(name + ".buffered"))
             await trio.testing.wait_all_tasks_blocked()
@@ -928,19 +929,16 @@ async def test_sibling_isolated_scopes_each_have_their_own_store() -> None:
             assert sub.statistics().buffered == 0
             assert (await events.stats()).stored_total == 2
 
-    readies = [trio.Event(), trio.Event()]
-    both = trio.Event()
+    readies = [trio.Event() for _ in names]
+    go = trio.Event()
     async with trio.open_nursery() as nursery:
-        for name, ready in zip(("one", "two"), readies, strict=True):
-            nursery.start_soon(scope, name, ready, both)
+        for name, ready in zip(names, readies, strict=True):
+            nursery.start_soon(scope, name, ready, go)
         for ready in readies:
             await ready.wait()
-        both.set()
+        go.set()  # every scope runs and subscribes before any stores
     assert seen == {
-        "one": ["one", "one.buffered"],
-        "one.sub": ["one", "one.buffered"],
-        "two": ["two", "two.buffered"],
-        "two.sub": ["two", "two.buffered"],
+        key: [name, name + ".buffered"] for name in names for key in (name, name + ".sub")
     }
 
 

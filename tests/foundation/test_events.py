@@ -25,7 +25,7 @@ from trioscope.foundation import (
 )
 from trioscope.foundation._event import Event, Recovered
 from trioscope.foundation._events import (
-    EventQueryError,
+    EventQueryRejected,
     EventStore,
     EventStoreSettings,
     event_store_spec,
@@ -416,12 +416,12 @@ async def test_desc_with_a_limit_gives_the_newest() -> None:
 )
 async def test_bad_query_arguments_are_rejected(filters: dict[str, Any], message: str) -> None:
     async with running():
-        with pytest.raises(EventQueryError, match=exactly(message)):
+        with pytest.raises(EventQueryRejected, match=exactly(message)):
             await events.query(**filters)
         # The service checks them too, and keeps running.
-        with pytest.raises(EventQueryError, match=exactly(message)):
+        with pytest.raises(EventQueryRejected, match=exactly(message)):
             await trioscope.call("events", EventStore.query, **filters)
-        with pytest.raises(EventQueryError, match=exactly("batch must be an int >= 1, got 0")):
+        with pytest.raises(EventQueryRejected, match=exactly("batch must be an int >= 1, got 0")):
             async for _ in events.stream(batch=0):
                 pass  # pragma: no cover
         assert await events.store(Event("a")) == 1
@@ -433,32 +433,32 @@ async def test_bad_query_arguments_are_rejected(filters: dict[str, Any], message
         (
             EventStore.query,
             {"after_id": "7"},
-            EventQueryError,
+            EventQueryRejected,
             "after_id must be None or an int (an event id), got '7'",
         ),
         (
             EventStore.query,
             {"type": ["a"]},
-            EventQueryError,
+            EventQueryRejected,
             "type must be None or a str, got ['a']",
         ),
         (
             EventStore.query,
             {"correlation_id": 3},
-            EventQueryError,
+            EventQueryRejected,
             "correlation_id must be None or a str, got 3",
         ),
-        (EventStore.get, {"id": "1"}, EventQueryError, "id must be an int, got '1'"),
+        (EventStore.get, {"id": "1"}, EventQueryRejected, "id must be an int, got '1'"),
         (
             EventStore.correlation_chain,
             {"correlation_id": None},
-            EventQueryError,
+            EventQueryRejected,
             "correlation_id must be a str, got None",
         ),
         (
             EventStore.prune_before,
             {"wall_ns": None},
-            EventQueryError,
+            EventQueryRejected,
             "wall_ns must be an int (nanoseconds), got None",
         ),
         (
@@ -579,7 +579,7 @@ async def test_prune_before_forgets_older_events() -> None:
         assert await ids() == [5, 6, 7, 8, 9, 10]
         assert [e.data["i"] for e in await events.query(correlation_id="r0")] == [6, 9]
         with pytest.raises(
-            EventQueryError, match=exactly("wall_ns must be an int (nanoseconds), got 1.0")
+            EventQueryRejected, match=exactly("wall_ns must be an int (nanoseconds), got 1.0")
         ):
             await events.prune_before(1.0)  # type: ignore[arg-type]
 

@@ -128,7 +128,7 @@ __all__ = [
     "EVENTS_HOME_NAME",
     "EVENTS_NAME",
     "EventBufferStatistics",
-    "EventQueryError",
+    "EventQueryRejected",
     "EventStore",
     "EventStoreSettings",
     "EventStoreStats",
@@ -324,8 +324,16 @@ class EventStoreStats:
     """The `store_nowait` buffer."""
 
 
-class EventQueryError(Rejected, ValueError):
-    """A query with arguments the store cannot answer (a bad order, a negative limit...)."""
+class EventQueryRejected(Rejected, ValueError):
+    """A query with arguments the store cannot answer (a bad order, a negative limit...).
+
+    Raised by the client functions before anything is sent, and by the store's
+    handlers (which never crash on a caller's mistake); the store keeps running.
+    """
+
+
+EventQueryError = EventQueryRejected
+# The name foundation/__init__ imported first; to go once it exports EventQueryRejected.
 
 
 # -- validation ------------------------------------------------------------------------
@@ -540,25 +548,25 @@ def _check_query(
     before_id: object = None,
     batch: object = 1,
 ) -> None:
-    """`EventQueryError` naming the first bad argument of a query (checked in the
+    """`EventQueryRejected` naming the first bad argument of a query (checked in the
     client, and again in the service, which must never crash on a caller's mistake)."""
     if order != "asc" and order != "desc":
-        raise EventQueryError(f"order must be 'asc' or 'desc', got {order!r}")
+        raise EventQueryRejected(f"order must be 'asc' or 'desc', got {order!r}")
     if limit is not None and (not _is_int(limit) or limit < 0):  # type: ignore[operator]
-        raise EventQueryError(f"limit must be None or an int >= 0, got {limit!r}")
+        raise EventQueryRejected(f"limit must be None or an int >= 0, got {limit!r}")
     for name, value in (("since_ns", since_ns), ("until_ns", until_ns)):
         if value is not None and not _is_int(value):
-            raise EventQueryError(
+            raise EventQueryRejected(
                 f"{name} must be None or an int (nanoseconds, time.time_ns()), got {value!r}"
             )
     for name, value in (("after_id", after_id), ("before_id", before_id)):
         if value is not None and not _is_int(value):
-            raise EventQueryError(f"{name} must be None or an int (an event id), got {value!r}")
+            raise EventQueryRejected(f"{name} must be None or an int (an event id), got {value!r}")
     for name, value in (("type", type), ("correlation_id", correlation_id)):
         if value is not None and not isinstance(value, str):
-            raise EventQueryError(f"{name} must be None or a str, got {value!r}")
+            raise EventQueryRejected(f"{name} must be None or a str, got {value!r}")
     if not _is_int(batch) or batch < 1:  # type: ignore[operator]
-        raise EventQueryError(f"batch must be an int >= 1, got {batch!r}")
+        raise EventQueryRejected(f"batch must be an int >= 1, got {batch!r}")
 
 
 # -- truncation helper -----------------------------------------------------------------
@@ -1198,10 +1206,10 @@ class EventStore(Service):
         With a durable backend the reply comes once the backend forgot them too.
 
         Raises:
-            EventQueryError: *wall_ns* is not an int.
+            EventQueryRejected: *wall_ns* is not an int.
         """
         if not _is_int(wall_ns):
-            raise EventQueryError(f"wall_ns must be an int (nanoseconds), got {wall_ns!r}")
+            raise EventQueryRejected(f"wall_ns must be an int (nanoseconds), got {wall_ns!r}")
         run = self._indexes.all
         count = bisect.bisect_left(run.events, wall_ns, run.head, key=_WALL) - run.head
         if count <= 0:
@@ -1223,10 +1231,10 @@ class EventStore(Service):
         """The retained event with id *id*, or ``None`` (never stored, or pruned).
 
         Raises:
-            EventQueryError: *id* is not an int.
+            EventQueryRejected: *id* is not an int.
         """
         if not _is_int(id):
-            raise EventQueryError(f"id must be an int, got {id!r}")
+            raise EventQueryRejected(f"id must be an int, got {id!r}")
         run = self._indexes.all
         events = run.events
         i = bisect.bisect_left(events, id, run.head, key=_ID)
@@ -1249,7 +1257,7 @@ class EventStore(Service):
         """The retained events matching every filter given (see `query`).
 
         Raises:
-            EventQueryError: a bad argument (the message names it).
+            EventQueryRejected: a bad argument (the message names it).
         """
         _check_query(
             limit,
@@ -1277,10 +1285,10 @@ class EventStore(Service):
         """The retained events of *correlation_id* in causal order (parents first).
 
         Raises:
-            EventQueryError: *correlation_id* is not a str.
+            EventQueryRejected: *correlation_id* is not a str.
         """
         if not isinstance(correlation_id, str):
-            raise EventQueryError(f"correlation_id must be a str, got {correlation_id!r}")
+            raise EventQueryRejected(f"correlation_id must be a str, got {correlation_id!r}")
         run = self._indexes.by_cid.get(correlation_id)
         # parent_id always names an earlier id: id order is causal order.
         return run.events[run.head :] if run is not None else []
@@ -1590,7 +1598,7 @@ async def query(
     with the smaller of the two), not with the store.
 
     Raises:
-        EventQueryError: a bad argument (the message names it).
+        EventQueryRejected: a bad argument (the message names it).
         trioscope.ServiceUnavailableError, trioscope.CallTimeoutError,
         trioscope.NoRegistryError: as `store`.
     """
@@ -1650,7 +1658,7 @@ async def stream(
     pruned meanwhile are skipped. Every batch but the last is full.
 
     Raises:
-        EventQueryError: a bad argument (the message names it).
+        EventQueryRejected: a bad argument (the message names it).
         trioscope.ServiceUnavailableError, trioscope.CallTimeoutError,
         trioscope.NoRegistryError: as `store`.
     """
@@ -1688,7 +1696,7 @@ async def prune_before(wall_ns: int) -> int:
     """Forget every event with ``wall_ns < wall_ns``; return how many were forgotten.
 
     Raises:
-        EventQueryError: *wall_ns* is not an int.
+        EventQueryRejected: *wall_ns* is not an int.
         trioscope.ServiceUnavailableError, trioscope.CallTimeoutError,
         trioscope.NoRegistryError: as `store`.
     """

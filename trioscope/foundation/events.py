@@ -23,7 +23,7 @@ across scopes. See `trioscope.foundation._events` for the store's guarantees.
 """
 
 from ._events import EventBufferStatistics as EventBufferStatistics
-from ._events import EventQueryError as EventQueryError
+from ._events import EventQueryRejected as EventQueryRejected
 from ._events import EventStoreSettings as EventStoreSettings
 from ._events import EventStoreStats as EventStoreStats
 from ._events import buffer_statistics as buffer_statistics
@@ -41,7 +41,7 @@ from ._events import truncate_data as truncate_data
 
 __all__ = [
     "EventBufferStatistics",
-    "EventQueryError",
+    "EventQueryRejected",
     "EventStoreSettings",
     "EventStoreStats",
     "buffer_statistics",

@@ -27,13 +27,23 @@ def make(i: int, type: str, cid: str | None, wall_ns: int) -> Event:
 @st.composite
 def stored_events(draw: st.DrawFn) -> list[Event]:
     """Events as a store holds them: ids ascending with gaps, walls nondecreasing."""
-    count = draw(st.integers(0, 60))
+    steps = draw(
+        st.lists(
+            st.tuples(
+                st.integers(1, 3),
+                st.sampled_from((0, 0, 1, 5)),
+                st.sampled_from(TYPES),
+                st.sampled_from(CIDS),
+            ),
+            max_size=60,
+        )
+    )
     out: list[Event] = []
     id, wall = 0, 1_000
-    for _ in range(count):
-        id += draw(st.integers(1, 3))
-        wall += draw(st.sampled_from((0, 0, 1, 5)))
-        out.append(make(id, draw(st.sampled_from(TYPES)), draw(st.sampled_from(CIDS)), wall))
+    for id_step, wall_step, type, cid in steps:
+        id += id_step
+        wall += wall_step
+        out.append(make(id, type, cid, wall))
     return out
 
 
@@ -72,7 +82,7 @@ def brute_force(all_events: list[Event], f: dict[str, Any]) -> list[Event]:
 @hypothesis.given(
     stored_events(),
     st.lists(st.integers(0, 20), max_size=4),
-    st.lists(filters, min_size=10, max_size=30),
+    st.lists(filters, min_size=5, max_size=15),
 )
 def test_queries_equal_a_brute_force_filter_also_after_pruning(
     stored: list[Event], prunes: list[int], queries: list[dict[str, Any]]

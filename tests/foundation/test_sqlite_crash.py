@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Final
@@ -152,6 +152,11 @@ async def test_process_running_an_event_store_killed_mid_stream(tmp_path: Path) 
     assert recovered.last_id == len(recovered.events)
 
 
+async def run_in(scope: trio.CancelScope, fn: Callable[[], Awaitable[None]]) -> None:
+    with scope:
+        await fn()
+
+
 class Writes:
     """What the in-process writers issued and learned, and a way to wait for progress."""
 
@@ -271,7 +276,10 @@ async def test_event_store_killed_mid_stream_keeps_every_acknowledged_event(
             size = size % 5 + 1
 
     async def reader() -> None:
+        # One query per acknowledgement, not a busy loop: a loop that never waits would
+        # hold the GIL against the backend's worker thread and slow every commit down.
         while not stop.is_set():
+            await writes.wait_for_acks(writes.acked + 1)
             try:
                 for event in await query(order="desc", limit=10):
                     seen[event.id] = event
@@ -284,7 +292,8 @@ async def test_event_store_killed_mid_stream_keeps_every_acknowledged_event(
             async with trio.open_nursery() as nursery:
                 for w in range(4):
                     nursery.start_soon(writer, w)
-                nursery.start_soon(reader)
+                reading = trio.CancelScope()
+                nursery.start_soon(run_in, reading, reader)
                 for kill in range(1, 4):
                     await writes.wait_for_acks(100 * kill)
                     if how == "killed":
@@ -292,7 +301,12 @@ async def test_event_store_killed_mid_stream_keeps_every_acknowledged_event(
                         await store.restart_child(EVENTS_NAME)
                 await writes.wait_for_acks(400)  # the last incarnation works too
                 stop.set()
+                reading.cancel()  # it may be waiting for an ack that no writer will send
 
+    # The supervisor killed the last incarnation too (shutdown=0), and a killed service never
+    # runs terminate: its connection is still open (the next open() would close it). Close
+    # it here, as the owner of the backend, before reading the file as a fresh process would.
+    await sqlite.aclose()
     recovered = await reopened(tmp_path / "events.db")
     check_calls(writes, tuple(recovered.events), seen)
     assert recovered.last_id == len(recovered.events)

@@ -3,6 +3,7 @@ batches are atomic, ids are unique and ascending, retention keeps the newest."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import hypothesis
@@ -134,24 +135,32 @@ operations = st.lists(
         ),
         st.tuples(st.just("tick"), st.integers(0, 3)),
         st.tuples(st.just("prune"), st.integers(0, 4)),
+        st.tuples(st.just("crash")),
     ),
     min_size=4,
     max_size=30,
 )
 
 
-class DurableMemory:
-    """A MemoryBackend that says it is durable: the store group-commits through its writer."""
+class Flaky:
+    """A MemoryBackend whose next append can be made to fail (crashing the store);
+    durable or not (a durable one makes the store group-commit through its writer)."""
 
-    durable = True
-
-    def __init__(self) -> None:
+    def __init__(self, durable: bool) -> None:
         self.inner = MemoryBackend()
-        self.open, self.append = self.inner.open, self.inner.append
-        self.prune_through, self.aclose = self.inner.prune_through, self.inner.aclose
+        self.durable = durable
+        self.fail_next = False
+        self.open, self.prune_through = self.inner.open, self.inner.prune_through
+        self.aclose = self.inner.aclose
+
+    async def append(self, batch: Sequence[Event]) -> None:
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("append failed")
+        await self.inner.append(batch)
 
     def describe(self) -> str:
-        return "durable memory"
+        return "flaky memory"
 
 
 @pytest.mark.parametrize("durable", [False, True], ids=["inline", "group-commit"])
@@ -161,13 +170,13 @@ def test_the_store_matches_a_model_of_atomic_batches_and_retention(
     durable: bool, ops: list[tuple[Any, ...]], max_events: int, queries: list[dict[str, Any]]
 ) -> None:
     wall = [1_000]
+    backend = Flaky(durable)
 
     async def main() -> None:
         spec = event_store_spec(
-            backend=DurableMemory if durable else MemoryBackend,
-            max_events=max_events,
-            wall_clock=lambda: wall[0],
+            backend=lambda: backend, max_events=max_events, wall_clock=lambda: wall[0]
         )
+        crashes = 0
         async with (
             trioscope.open_registry(isolated=True),
             trioscope.open_supervisor([spec]),
@@ -190,6 +199,21 @@ def test_the_store_matches_a_model_of_atomic_batches_and_retention(
                     with pytest.raises(EventRejected) as rejected:
                         await events.store_batch(batch)
                     assert rejected.value.index == index
+                    accepted = []
+                elif op[0] == "crash":
+                    if crashes == 2:  # within the restart intensity (real time here)
+                        continue
+                    crashes += 1
+                    # The store crashes storing this event: it was never acknowledged,
+                    # and the restarted store goes on from what was.
+                    backend.fail_next = True
+                    lost = (
+                        trioscope.ServiceUnavailableError
+                        if durable
+                        else trioscope.ServiceCrashedError
+                    )
+                    with pytest.raises(lost):
+                        await events.store(Event("lost"))
                     accepted = []
                 elif op[0] == "tick":
                     wall[0] += op[1]

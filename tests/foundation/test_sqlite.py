@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
+from _guards import checkpoints_even_when_raising
 
 from trioscope.foundation import Event, Recovered
 from trioscope.foundation._sqlite import IncompatibleDatabaseError, SQLiteBackend
@@ -408,3 +409,20 @@ async def test_aclose_when_cancelled_still_closes(db: Path) -> None:
     assert scope.cancelled_caught
     assert "closed" in repr(backend)
     assert (await reopened(db)).last_id == 0
+
+
+async def test_every_path_checkpoints_even_when_it_does_no_io(db: Path) -> None:
+    backend = SQLiteBackend(db)
+    with checkpoints_even_when_raising(), pytest.raises(trio.ClosedResourceError):
+        await backend.append([ev(1)])
+    with checkpoints_even_when_raising(), pytest.raises(trio.ClosedResourceError):
+        await backend.prune_through(1)
+    with checkpoints_even_when_raising():
+        await backend.aclose()  # not open: nothing to do
+    await backend.open()
+    await backend.append([ev(1)])
+    with checkpoints_even_when_raising():
+        await backend.append([])
+    with checkpoints_even_when_raising(), pytest.raises(ValueError, match=r"^cannot append"):
+        await backend.append([ev(1)])
+    await backend.aclose()

@@ -86,7 +86,7 @@ import trio
 from .._errors import TrioscopeError
 from ._event import JSON, Event, Recovered
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 SCHEMA_VERSION: Final = 1
 """The layout this module writes, kept in ``PRAGMA user_version``. Older files are
@@ -332,13 +332,15 @@ class SQLiteBackend:
             large batches); with False, `open` drops them if the file has them.
 
     Raises:
-        ValueError: *path* is empty or ``":memory:"``, *synchronous* is not one of
-            the two modes, or *busy_timeout_s* is negative or not finite.
+        ValueError: *path* is empty, ``":memory:"`` or a ``file:`` URI, *synchronous*
+            is not one of the two modes, or *busy_timeout_s* is negative or not finite.
 
     One instance holds at most one connection, opened by `open` and closed by
     `aclose`; an EventStore opens it on every start of the service and closes
-    it when the service stops or crashes. Every method that does I/O runs it in
-    a worker thread, one call at a time, and is not abandoned when cancelled
+    it when the service stops or crashes (a store killed outright runs no
+    ``terminate``: its connection then stays open until the next `open`, which
+    closes it first, or `aclose`). Every method that does I/O runs it in a
+    worker thread, one call at a time, and is not abandoned when cancelled
     (see the module docs).
     """
 
@@ -397,14 +399,15 @@ class SQLiteBackend:
         state = f"open, last id {self._last_id}" if self._conn is not None else "closed"
         return f"<SQLiteBackend {self._path!r} synchronous={self._synchronous} {state}>"
 
-    async def _run(self, fn: Callable[[], T]) -> T:
+    async def _run(self, fn: Callable[[], _T]) -> _T:
         # abandon_on_cancel=False (Trio's default, spelled out because it matters):
         # a cancelled caller waits for the thread, so a transaction is never left
         # half-way and the connection is never used by two threads at once.
         return await trio.to_thread.run_sync(fn, limiter=self._limiter, abandon_on_cancel=False)
 
-    def _connection(self, what: str) -> sqlite3.Connection:
+    async def _connection(self, what: str) -> sqlite3.Connection:
         if self._conn is None:
+            await trio.lowlevel.checkpoint()  # a checkpoint on the error path too
             raise trio.ClosedResourceError(
                 f"cannot {what}: {self!r} is not open (call `await backend.open()` first)"
             )
@@ -459,7 +462,7 @@ class SQLiteBackend:
             sqlite3.Error: SQLite failed (disk full, I/O error, lock timeout...);
                 the transaction was rolled back.
         """
-        conn = self._connection("append events")
+        conn = await self._connection("append events")
         if not events:
             await trio.lowlevel.checkpoint()
             return
@@ -485,7 +488,7 @@ class SQLiteBackend:
             trio.ClosedResourceError: The backend is not open.
             sqlite3.Error: SQLite failed; nothing was deleted.
         """
-        conn = self._connection("prune events")
+        conn = await self._connection("prune events")
         await self._run(lambda: _prune_sync(conn, last_id))
 
     async def aclose(self) -> None:

@@ -1172,14 +1172,14 @@ class EventStore(Service):
         """
         settings = self._settings
         run = self._indexes.all
-        excess = len(run) - settings.max_events
+        events, head = run.events, run.head
+        excess = len(events) - head - settings.max_events
         if excess > 0:
             excess += settings.max_events // RETENTION_SLACK
-        if settings.max_age_s != math.inf:
-            first = run.first()
+        if head < len(events) and settings.max_age_s != math.inf:
             cutoff = now_wall_ns - int(settings.max_age_s * 1e9)
-            if first is not None and first.wall_ns < cutoff:
-                old = bisect.bisect_left(run.events, cutoff, run.head, key=_WALL) - run.head
+            if events[head].wall_ns < cutoff:
+                old = bisect.bisect_left(events, cutoff, head, key=_WALL) - head
                 excess = max(excess, old)
         return self._forget(excess) if excess > 0 else 0
 

@@ -19,7 +19,7 @@ the same shape of work, measured in the same run:
   that takes a batch and a fresh reply channel, stamps id and timestamps on
   each event, appends to a deque and indexes it by correlation id); on SQLite
   against plain `sqlite3` (WAL, ``synchronous=FULL``, one transaction per batch
-  of JSON rows) through `trio.to_thread.run_sync`;
+  of JSON rows, the same two indexes as `SQLiteBackend`) through `trio.to_thread.run_sync`;
 - correlation queries, against the request/reply floor, at 10k and 1M events.
 
 Events are built before the clock starts (building an `Event` is timed on its
@@ -52,12 +52,15 @@ import trio.testing
 from common import percentile, perf
 
 import trioscope
-from trioscope.foundation import Event, EventBufferFullError, config, events
-
-try:
-    from trioscope.foundation import open_foundation
-except ImportError:  # not re-exported (yet)
-    from trioscope.foundation._foundation import open_foundation
+from trioscope.foundation import (
+    Event,
+    EventBufferFullError,
+    SQLiteBackend,
+    config,
+    event_store_spec,
+    events,
+    open_foundation,
+)
 
 # What the ElixirScope seeds managed (../shared/elixirscope-foundation.md): the floor to beat.
 SEED = {
@@ -109,9 +112,6 @@ async def running(
 def foundation_kwargs(sqlite_path: str | None) -> dict[str, Any]:
     if sqlite_path is None:
         return {}
-    from trioscope.foundation._events import event_store_spec
-    from trioscope.foundation._sqlite import SQLiteBackend
-
     return {"events": event_store_spec(backend=lambda: SQLiteBackend(sqlite_path))}
 
 
@@ -309,12 +309,19 @@ def _open_floor_db(path: str) -> sqlite3.Connection:
         "CREATE TABLE events (id INTEGER PRIMARY KEY, type TEXT NOT NULL, data TEXT NOT NULL,"
         " correlation_id TEXT, parent_id INTEGER, monotonic_ns INTEGER, wall_ns INTEGER)"
     )
+    # The two indexes SQLiteBackend keeps by default (indexes=True), so both write as much.
+    db.execute("CREATE INDEX events_by_type ON events (type)")
+    db.execute(
+        "CREATE INDEX events_by_correlation ON events (correlation_id)"
+        " WHERE correlation_id IS NOT NULL"
+    )
     return db
 
 
 async def floor_batch_sqlite(n: int) -> float:
-    """Plain `sqlite3` (WAL, ``synchronous=FULL``): each batch of 100 JSON rows in one
-    transaction, in a worker thread (`trio.to_thread.run_sync`), one batch at a time."""
+    """Plain `sqlite3` (WAL, ``synchronous=FULL``, the backend's two indexes): each batch of
+    100 JSON rows in one transaction, in a worker thread (`trio.to_thread.run_sync`), one
+    batch at a time."""
     batches = batched(make_events(n))
     with tempfile.TemporaryDirectory(prefix="trioscope-bench-") as tmp:
         db = _open_floor_db(_tmp_db(tmp, "floor"))
@@ -390,6 +397,7 @@ async def correlation_query(size: int, queries: int) -> dict[str, Any]:
         assert len(got) == 10, f"expected 10 events for {ids[0]}, got {len(got)}"
         q_lat: list[float] = []
         c_lat: list[float] = []
+        gcs0 = [g["collections"] for g in gc.get_stats()]
         for cid in ids:
             t = perf()
             await query(correlation_id=cid)
@@ -397,6 +405,8 @@ async def correlation_query(size: int, queries: int) -> dict[str, Any]:
             t = perf()
             await chain(cid)
             c_lat.append(perf() - t)
+        # Collections of each generation during the queries: a full one walks every event.
+        out["gc_runs"] = [g["collections"] - g0 for g, g0 in zip(gc.get_stats(), gcs0, strict=True)]
     floor: list[float] = []
     for _ in range(5):  # the request/reply floor in the same interpreter, same heap size
         floor.append(await raw.pingpong_fresh(max(queries // 5, 200)) / max(queries // 5, 200))

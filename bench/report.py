@@ -821,7 +821,8 @@ def foundation_tables(res: dict[str, Any]) -> list[str]:
         s = bt[key]["per_op"]
         t.row(
             f"Batches of 100, SQLite, durable (acknowledged once on disk), {label}: events/s",
-            f"{fmt_rate(1 / fs)} `sqlite3`, WAL, `synchronous=FULL`, a transaction per batch",
+            f"{fmt_rate(1 / fs)} `sqlite3`, WAL, `synchronous=FULL`, same indexes, "
+            "a transaction per batch",
             fmt_rate(1 / s),
             f"{fs / s:.2f}x rate",
             f"≥ {_short_rate(target)}/s" if target else "—",
@@ -882,6 +883,11 @@ def foundation_tables(res: dict[str, Any]) -> list[str]:
             f"{size:,} events: filled in {fmt_seconds(v['fill_s'])} "
             f"({fmt_rate(size / v['fill_s'])} through `store_batch` of 1,000), "
             f"process RSS {v['rss_bytes'] / 2**20:,.0f} MiB"
+            + (
+                f", GC runs during the queries (gen 0/1/2) {'/'.join(map(str, v['gc_runs']))}"
+                if "gc_runs" in v
+                else ""
+            )
         )
     if extra:
         lines += ["- Query stores: " + "; ".join(extra) + ".", ""]

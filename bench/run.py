@@ -342,7 +342,7 @@ def foundation_section(cfg: dict[str, Any]) -> dict[str, Any]:
 
     log(
         f"foundation: memory under an endless stream ({f['stream_total']:,} events, "
-        f"max_events={f['stream_max']:,}; fresh interpreter, tracemalloc) ..."
+        f"max_events={f['stream_max']:,}; fresh interpreter) ..."
     )
     mode = f"{f['stream_max']}/{f['stream_every']}"
     out["stream"] = spawn_scenario("foundation-stream", f["stream_total"], mode, None)

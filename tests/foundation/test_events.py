@@ -887,6 +887,18 @@ async def test_an_application_schema_gives_what_it_has_and_the_spec_the_rest(
         ]
 
 
+@attrs.frozen
+class NoEvents:
+    debug: bool = setting(False, updatable=True)
+
+
+async def test_a_config_schema_without_events_settings_leaves_the_spec_settings() -> None:
+    async with running(config.config_spec(NoEvents, env={}), event_store_spec(max_events=5)):
+        await config.update("debug", True)  # never wakes the store
+        stats = await events.stats()
+        assert (stats.settings_source, stats.settings.max_events) == ("spec", 5)
+
+
 async def test_a_config_value_the_store_cannot_use_fails_its_start() -> None:
     spec = config.config_spec(AppConfig, values={"events.max_events": 0}, env={})
     async with trioscope.open_registry(isolated=True):

@@ -1333,21 +1333,24 @@ class EventStore(Service):
         child restarted on its own), follows the next one.
         """
         from . import _config
+        from ._errors import UnknownConfigPathError
 
         registry = current_registry()
         while True:
             home = registry.lookup(_config.HOME_NAME)
             try:
-                async with _config.subscribe() as changes:
+                # Only events.* changes and resets wake the store.
+                async with _config.subscribe(under="events") as changes:
                     self._reload_settings()  # anything missed before (re)subscribing
-                    async for change in changes:
-                        if change.path == "" or change.path.startswith("events."):
-                            self._reload_settings()
-                            await self._retain(self._wall_clock())
+                    async for _ in changes:
+                        self._reload_settings()
+                        await self._retain(self._wall_clock())
             except SubscriptionOverflowError:
                 continue  # too slow once: read everything again and resubscribe
             except ServiceUnavailableError:
                 pass  # the config home is between two incarnations
+            except UnknownConfigPathError:
+                return  # an application schema with no events section: nothing to follow
             # The subscription ended with its home: wait for the next one.
             await registry.wait_for(_config.HOME_NAME, after=home)
 
@@ -1372,9 +1375,10 @@ _CONFIG_FIELDS: Final = tuple(attrs.fields_dict(EventStoreSettings))
 
 
 def _settings_from_config(fallback: EventStoreSettings) -> EventStoreSettings | None:
-    """The ``events.*`` settings of the scope's ConfigServer, or ``None`` if none runs.
+    """The ``events.*`` settings of the scope's ConfigServer, or ``None`` if none runs
+    (or its schema has none of them).
 
-    A path the config's schema lacks (an application schema without an
+    A path the config's schema lacks (an application schema with a smaller
     ``events`` section) keeps *fallback*'s value.
 
     Raises:
@@ -1385,13 +1389,17 @@ def _settings_from_config(fallback: EventStoreSettings) -> EventStoreSettings | 
     from ._errors import UnknownConfigPathError
 
     values: dict[str, object] = {}
+    found = False
     for field in _CONFIG_FIELDS:
         try:
             values[field] = _config.get(f"events.{field}")
+            found = True
         except UnknownConfigPathError:
             values[field] = getattr(fallback, field)
         except ServiceUnavailableError:
             return None  # no config home in this scope
+    if not found:
+        return None  # a schema without events settings: the spec's apply
     try:
         return EventStoreSettings(**values)  # type: ignore[arg-type]
     except (TypeError, ValueError) as exc:

@@ -85,3 +85,20 @@ def test_errors_derive_from_trioscope_error() -> None:
     for error in errors:
         assert issubclass(error, trioscope.TrioscopeError), error
     assert not issubclass(trioscope.Rejected, trioscope.TrioscopeError)
+
+
+def test_foundation_all_is_sorted_complete_and_reports_public_modules() -> None:
+    import trioscope.foundation as foundation
+
+    assert foundation.__all__ == sorted(set(foundation.__all__), key=_isort_key)
+    public = {name for name in vars(foundation) if not name.startswith("_")} - {"attrs"}
+    assert public == set(foundation.__all__)
+    for name in foundation.__all__:
+        value = getattr(foundation, name)
+        if inspect.isclass(value) or inspect.isfunction(value):
+            assert value.__module__ == "trioscope.foundation", name
+        if name.endswith("Error") and isinstance(value, type):
+            assert issubclass(value, trioscope.TrioscopeError), name
+    # The client modules re-export only.
+    for module in (foundation.config, foundation.events):
+        assert module.__all__ == sorted(set(module.__all__), key=_isort_key)

@@ -18,7 +18,9 @@ from ._config import config_spec as config_spec
 from ._errors import ConfigRejected as ConfigRejected
 from ._errors import ConfigUpdateTimeoutError as ConfigUpdateTimeoutError
 from ._errors import EventBufferFullError as EventBufferFullError
+from ._errors import EventQueryRejected as EventQueryRejected
 from ._errors import EventRejected as EventRejected
+from ._errors import IncompatibleDatabaseError as IncompatibleDatabaseError
 from ._errors import SubscriptionOverflowError as SubscriptionOverflowError
 from ._errors import UnknownConfigPathError as UnknownConfigPathError
 from ._event import JSON as JSON
@@ -26,7 +28,6 @@ from ._event import Backend as Backend
 from ._event import Event as Event
 from ._event import Recovered as Recovered
 from ._events import EventBufferStatistics as EventBufferStatistics
-from ._events import EventQueryError as EventQueryError
 from ._events import EventStore as EventStore
 from ._events import EventStoreSettings as EventStoreSettings
 from ._events import EventStoreStats as EventStoreStats
@@ -40,7 +41,6 @@ from ._settings import EventsSettings as EventsSettings
 from ._settings import FoundationConfig as FoundationConfig
 from ._settings import TelemetrySettings as TelemetrySettings
 from ._settings import setting as setting
-from ._sqlite import IncompatibleDatabaseError as IncompatibleDatabaseError
 from ._sqlite import SQLiteBackend as SQLiteBackend
 from ._subscription import Subscription as Subscription
 from ._subscription import SubscriptionStatistics as SubscriptionStatistics
@@ -58,7 +58,7 @@ __all__ = [
     "Event",
     "EventBufferFullError",
     "EventBufferStatistics",
-    "EventQueryError",
+    "EventQueryRejected",
     "EventRejected",
     "EventStore",
     "EventStoreSettings",

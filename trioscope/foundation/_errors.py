@@ -6,10 +6,12 @@
     ├── UnknownConfigPathError           (also KeyError)
     ├── ConfigUpdateTimeoutError         (also trio.TooSlowError)
     ├── EventBufferFullError             (also trio.WouldBlock)
+    ├── IncompatibleDatabaseError        (also RuntimeError)
     └── SubscriptionOverflowError
     Rejected                             (a handler's expected failure)
     ├── ConfigRejected                   (also ValueError)
-    └── EventRejected                    (also ValueError)
+    ├── EventRejected                    (also ValueError)
+    └── EventQueryRejected               (also ValueError)
 
 One shape for every error (the ElixirScope original had two incompatible
 error structs with clashing codes): an exception class that carries the data
@@ -119,3 +121,23 @@ class SubscriptionOverflowError(TrioscopeError):
             "was full when the next one came (the subscriber is too slow); subscribe again, "
             "with a larger buffer or a faster consumer"
         )
+
+
+class EventQueryRejected(Rejected, ValueError):
+    """A query with arguments the store cannot answer (a bad order, a negative limit...).
+
+    Raised by the client functions before anything is sent, and by the store's
+    handlers (which never crash on a caller's mistake); the store keeps running.
+    """
+
+
+class IncompatibleDatabaseError(TrioscopeError, RuntimeError):
+    """A file that `SQLiteBackend` cannot use as is: written by a newer version, or not its own.
+
+    Nothing in the file was changed.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"cannot open event database {path!r}: {reason}")

@@ -103,7 +103,6 @@ import trio
 
 from .._child_spec import ChildSpec
 from .._errors import (
-    Rejected,
     ServiceCrashedError,
     ServiceUnavailableError,
 )
@@ -111,7 +110,12 @@ from .._names import call, wait_for_service
 from .._registry import current_registry
 from .._service import DEFAULT_CALL_TIMEOUT_S, Deferred, Service
 from .._supervisor import Strategy, Supervisor, supervisor_spec
-from ._errors import EventBufferFullError, EventRejected, SubscriptionOverflowError
+from ._errors import (
+    EventBufferFullError,
+    EventQueryRejected,
+    EventRejected,
+    SubscriptionOverflowError,
+)
 from ._event import JSON, Backend, Event
 from ._home import Home, find_home, home_spec
 from ._memory import MemoryBackend
@@ -322,18 +326,6 @@ class EventStoreStats:
     """Where the settings came from: the scope's ConfigServer, or the spec's arguments."""
     client: EventBufferStatistics
     """The `store_nowait` buffer."""
-
-
-class EventQueryRejected(Rejected, ValueError):
-    """A query with arguments the store cannot answer (a bad order, a negative limit...).
-
-    Raised by the client functions before anything is sent, and by the store's
-    handlers (which never crash on a caller's mistake); the store keeps running.
-    """
-
-
-EventQueryError = EventQueryRejected
-# The name foundation/__init__ imported first; to go once it exports EventQueryRejected.
 
 
 # -- validation ------------------------------------------------------------------------

@@ -83,7 +83,7 @@ from typing import Final, Literal, TypeVar, final
 
 import trio
 
-from .._errors import TrioscopeError
+from ._errors import IncompatibleDatabaseError
 from ._event import JSON, Event, Recovered
 
 _T = TypeVar("_T")
@@ -154,18 +154,6 @@ def _insert_sql(rows: int) -> str:
 # Compact and exact: no spaces, non-ASCII kept as is, NaN/inf refused (not JSON).
 # Built once: json.dumps with any non-default argument builds an encoder per call.
 _encode: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
-
-
-class IncompatibleDatabaseError(TrioscopeError, RuntimeError):
-    """A file that `SQLiteBackend` cannot use as is: written by a newer version, or not its own.
-
-    Nothing in the file was changed.
-    """
-
-    def __init__(self, path: str, reason: str) -> None:
-        self.path = path
-        self.reason = reason
-        super().__init__(f"cannot open event database {path!r}: {reason}")
 
 
 def _params(events: Sequence[Event]) -> list[object]:

@@ -304,9 +304,8 @@ async def test_event_store_killed_mid_stream_keeps_every_acknowledged_event(
                 reading.cancel()  # it may be waiting for an ack that no writer will send
 
     # The supervisor killed the last incarnation too (shutdown=0), and a killed service never
-    # runs terminate: its connection is still open (the next open() would close it). Close
-    # it here, as the owner of the backend, before reading the file as a fresh process would.
-    await sqlite.aclose()
+    # runs terminate: the events home, which owns the backend, closed it when it stopped.
+    assert repr(sqlite).endswith("closed>")
     recovered = await reopened(tmp_path / "events.db")
     check_calls(writes, tuple(recovered.events), seen)
     assert recovered.last_id == len(recovered.events)

@@ -824,6 +824,9 @@ class EventsHome(Home):
             _log.warning(
                 "the events home stopped with %d buffered events never stored", len(self.buffer)
             )
+        # A store killed outright (shutdown=0) never ran terminate: its backend is still
+        # open. The home owns the backend, so it closes it (aclose is idempotent).
+        await self.backend.aclose()
 
     def buffer_statistics(self) -> EventBufferStatistics:
         """The write buffer's counters."""

@@ -378,8 +378,8 @@ def _rss_bytes() -> int:
 
 async def correlation_query(size: int, queries: int) -> dict[str, Any]:
     """Fill a memory store with *size* events (``store_batch`` of 1,000, 10 per correlation
-    id), then time *queries* correlation queries at random ids, interleaved with the
-    request/reply floor."""
+    id), then time *queries* correlation queries (and as many causal chains) at random
+    ids, in 10 chunks, each followed by a chunk of the request/reply floor."""
     rng = random.Random(9)
     out: dict[str, Any] = {"size": size, "queries": queries}
     async with running(max_events=size + 1_000):
@@ -397,22 +397,25 @@ async def correlation_query(size: int, queries: int) -> dict[str, Any]:
         assert len(got) == 10, f"expected 10 events for {ids[0]}, got {len(got)}"
         q_lat: list[float] = []
         c_lat: list[float] = []
+        floor: list[float] = []
         gcs0 = [g["collections"] for g in gc.get_stats()]
-        for cid in ids:
-            t = perf()
-            await query(correlation_id=cid)
-            q_lat.append(perf() - t)
-            t = perf()
-            await chain(cid)
-            c_lat.append(perf() - t)
-        # Collections of each generation during the queries: a full one walks every event.
+        chunks = 10
+        per_chunk = max(len(ids) // chunks, 1)
+        for k in range(chunks):
+            for cid in ids[k * per_chunk : (k + 1) * per_chunk]:
+                t = perf()
+                await query(correlation_id=cid)
+                q_lat.append(perf() - t)
+                t = perf()
+                await chain(cid)
+                c_lat.append(perf() - t)
+            # The request/reply floor in the same interpreter, same heap, same minute.
+            floor.append(await raw.pingpong_fresh(per_chunk) / per_chunk)
+        # Collections of each generation meanwhile: a full one would walk every event.
         out["gc_runs"] = [g["collections"] - g0 for g, g0 in zip(gc.get_stats(), gcs0, strict=True)]
-    floor: list[float] = []
-    for _ in range(5):  # the request/reply floor in the same interpreter, same heap size
-        floor.append(await raw.pingpong_fresh(max(queries // 5, 200)) / max(queries // 5, 200))
     out["query"] = _lat_stats(q_lat)
     out["chain"] = _lat_stats(c_lat)
-    out["floor_fresh"] = sorted(floor)[len(floor) // 2]
+    out["floor_fresh"] = percentile(floor, 50)
     return out
 
 

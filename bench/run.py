@@ -41,7 +41,7 @@ What is measured (see docs/performance.md for the interpretation):
    under concurrent load, and the memory of a store under an endless stream;
    each beside a plain-Trio (or plain-Python, plain-``sqlite3``) floor from
    the same run, with the ElixirScope seeds' figures as the floor to beat.
-   About 3 minutes on its own: ``--only foundation``.
+   About 2 minutes on its own: ``--only foundation``.
 
 Method: rate benchmarks are interleaved (every repetition runs each
 benchmark once, in a rotating order, each in a fresh ``trio.run``) after a
@@ -109,7 +109,7 @@ FULL = {
         "sqlite_n": 30_000,  # events per repetition, batches of 100, SQLite
         "sqlite_writers": 8,  # concurrent batch writers in the group-commit row
         "build_n": 200_000,  # Event(...) constructions
-        "reps": 5,
+        "reps": 7,
         "query_sizes": [10_000, 1_000_000],  # stored events, each in a fresh interpreter
         "queries": 2_000,
         "load_ops": 300,  # per task: 50 writers, 5 batch writers, 1 updater

@@ -19,9 +19,11 @@
             await backend.prune_through(1)
             await backend.aclose()
 
-            again = await SQLiteBackend(Path(tmp) / "events.db").open()  # as after a restart
+            reopened = SQLiteBackend(Path(tmp) / "events.db")  # as after a restart
+            again = await reopened.open()
             assert [e.type for e in again.events] == ["order.paid"] and again.last_id == 2
-            await SQLiteBackend(Path(tmp) / "events.db").aclose()  # never opened: a no-op
+            await reopened.aclose()
+            await reopened.aclose()  # idempotent
 
     trio.run(main)
 

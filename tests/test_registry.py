@@ -699,3 +699,14 @@ async def test_wait_for_after_honours_cancel_scopes_and_a_closing_registry(
     assert errors == [closed_registry("wait_for('x')", "scope")]
     assert trio.current_time() == 3
     assert reg._watchers == {}
+
+
+async def test_lookup_here_never_looks_in_a_parent() -> None:
+    async with trioscope.open_registry() as outer:
+        with outer.registered("x", 1):
+            async with trioscope.open_registry() as inner:
+                assert inner.lookup("x") == 1
+                assert inner.lookup_here("x") is None
+                with inner.registered("x", 2):
+                    assert inner.lookup_here("x") == 2
+                assert outer.lookup_here("x") == 1

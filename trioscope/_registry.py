@@ -101,6 +101,15 @@ class Registry:
             reg = reg.parent
         return None
 
+    def lookup_here(self, name: str) -> object | None:
+        """The value registered as *name* in this registry itself, never a parent's.
+
+        For code that must pair with a sibling registered in the same scope (a
+        service and the state it keeps beside it): when the sibling is away,
+        `lookup` would find a parent scope's namesake instead.
+        """
+        return self._entries.get(name)
+
     def names(self) -> list[str]:
         """The names registered in this registry itself (not its parents), in order."""
         return list(self._entries)

@@ -66,3 +66,41 @@ async def test_a_stopped_home_refuses_tasks() -> None:
     home = CounterHome()
     with pytest.raises(RuntimeError, match=r"^CounterHome 'counter.home' is not running$"):
         home.start_soon(trio.sleep, 0)
+
+
+class Echo(trioscope.Service):
+    async def echo(self, x: int) -> int:
+        return x
+
+
+async def test_a_home_pairs_only_with_the_service_of_its_own_scope(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A namesake in an enclosing scope is visible to `lookup`, never to the home."""
+    async with (
+        trioscope.open_registry(isolated=True),
+        trioscope.open_supervisor([Echo.child_spec(name="echo")]),
+        trioscope.open_registry(),  # nested, not isolated: the parent's names are visible
+        trioscope.open_supervisor(
+            [home_spec(CounterHome, id="home"), Echo.child_spec(name="echo", id="inner")]
+        ) as inner,
+    ):
+        home = find_home("counter.home", CounterHome)
+        assert home is not None
+        ours = home.service("echo", Echo)
+        assert ours is trioscope.whereis("echo")
+        await inner.terminate_child("inner")
+        outer = trioscope.whereis("echo")
+        assert outer is not None  # the parent's, through lookup
+        assert home.service("echo", Echo) is None
+
+        async def restart_later() -> None:
+            await trio.sleep(1)
+            await inner.restart_child("inner")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(restart_later)
+            again = await home.wait_service("echo", Echo, after=ours)
+        assert again is not outer
+        assert again is home.service("echo", Echo)
+        assert trio.current_time() == 1

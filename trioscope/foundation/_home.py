@@ -41,10 +41,15 @@ from typing import Final, TypeVar
 import trio
 
 from .._child_spec import ChildSpec
-from .._registry import current_registry
+from .._names import _as_ref
+from .._registry import Registry, current_registry
+from .._service import Service, ServiceRef
 
 HOME_CLOSE_S: Final = 1.0
 """Seconds a stopping home gets for `Home.aclose` (it is shielded, with this deadline)."""
+
+
+S = TypeVar("S", bound=Service)
 
 
 class Home:
@@ -54,6 +59,49 @@ class Home:
     """The name the home is registered under in its scope, e.g. ``"config.home"``."""
 
     _nursery: trio.Nursery | None = None
+    _registry: Registry | None = None
+
+    @property
+    def registry(self) -> Registry:
+        """The registry the home is registered in: its service registers there too.
+
+        Raises:
+            RuntimeError: the home has not started.
+        """
+        if self._registry is None:
+            raise RuntimeError(f"{type(self).__qualname__} {self.name!r} has not started")
+        return self._registry
+
+    def service(self, name: str, cls: type[S]) -> ServiceRef[S] | None:
+        """The service registered as *name* in the home's own scope (never a parent's).
+
+        The home's tasks and its clients pair with *their* service this way: while
+        it restarts, a namesake in an enclosing scope must not receive its work.
+
+        Raises:
+            TypeError: *name* holds something that is not a *cls* service.
+        """
+        return _as_ref(name, self.registry.lookup_here(name), cls)
+
+    async def wait_service(
+        self, name: str, cls: type[S], *, after: ServiceRef[S] | None = None
+    ) -> ServiceRef[S]:
+        """Wait for the service registered as *name* in the home's own scope (not *after*).
+
+        Honours the caller's cancel scopes (wrap it in `trio.move_on_after`).
+
+        Raises:
+            trioscope.NoRegistryError: the home's registry closed meanwhile.
+        """
+        registry = self.registry
+        seen: object = after
+        while True:
+            value = await registry.wait_for(name, after=seen)
+            if registry.lookup_here(name) is value:
+                ref = _as_ref(name, value, cls)
+                assert ref is not None
+                return ref
+            seen = value  # a parent scope's namesake: wait for the next change
 
     def start_soon(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
         """Run ``fn(*args)`` in the home's nursery, supervised with the home.
@@ -80,11 +128,13 @@ async def _run_home(factory: Callable[[], H], *, task_status: trio.TaskStatus[H]
     home = factory()
     if not home.name:
         raise ValueError(f"{type(home).__qualname__}.name must be set (the name to register)")
+    registry = current_registry()
     async with trio.open_nursery() as nursery:
         home._nursery = nursery
+        home._registry = registry
         try:
             await home.started()
-            with current_registry().registered(home.name, home):
+            with registry.registered(home.name, home):
                 task_status.started(home)
                 await trio.sleep_forever()
         finally:

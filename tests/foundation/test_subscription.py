@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
+from _guards import checkpoints_even_when_raising
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -122,3 +123,11 @@ def test_delivery_is_the_published_prefix_then_the_cut(reads: list[int], buffer:
                 assert len(received) == published
 
     trio.run(main)
+
+
+@pytest.mark.parametrize("buffer", [0, 1.5])
+async def test_a_refused_subscription_checkpoints(buffer: object) -> None:
+    hub: Hub[int] = Hub(what="numbers")
+    with checkpoints_even_when_raising(), pytest.raises((ValueError, TypeError)):
+        async with hub.subscribe(buffer=buffer):  # type: ignore[arg-type]
+            pass  # pragma: no cover

@@ -205,11 +205,11 @@ class Hub(Generic[T]):
             TypeError: a buffer that is not an int.
             trio.ClosedResourceError: the hub is closed.
         """
+        await trio.lowlevel.checkpoint()  # first: every path checkpoints, errors included
         if not _is_int(buffer):
             raise TypeError(f"buffer must be an int, got {type(buffer).__name__}: {buffer!r}")
         if buffer < 1:
             raise ValueError(f"buffer must be >= 1, got {buffer}")
-        await trio.lowlevel.checkpoint()
         if self._closed:
             raise trio.ClosedResourceError(f"cannot subscribe to {self.what}: it is closed")
         sub: Subscription[T] = Subscription(self, buffer, accept)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections.abc import AsyncIterator, Mapping
@@ -287,9 +288,14 @@ async def test_updates_bump_the_version_and_publish_a_snapshot() -> None:
         ("events.max_events", "5", "cannot set events.max_events to '5': must be an int"),
         ("events.max_events", True, "cannot set events.max_events to True: must be an int"),
         (
-            "events.max_age_s",
+            "telemetry.window_s",
             float("inf"),
-            "cannot set events.max_age_s to inf: must be finite and > 0 seconds",
+            "cannot set telemetry.window_s to inf: must be finite and > 0 seconds",
+        ),
+        (
+            "events.max_age_s",
+            float("nan"),
+            "cannot set events.max_age_s to nan: must be > 0 seconds, or inf for no limit",
         ),
     ],
 )
@@ -789,3 +795,131 @@ async def test_update_checkpoints_on_every_path(autojump_clock: trio.testing.Moc
         ValueError, match=exactly("timeout_s must be >= 0 (math.inf allowed), got -1")
     ):
         await config.update("events.max_events", 1, timeout_s=-1)
+
+
+# -- review fixes: nested scopes, ancestors of `under`, checkpoints, no age limit --
+
+
+async def test_a_nested_scope_update_waits_for_its_own_server_not_the_parent_one(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """While the inner scope's server is away, its updates wait for it: a namesake in
+    the parent scope (visible through lookup) must never receive them."""
+    async with running():
+        async with (
+            trioscope.open_registry(),
+            trioscope.open_supervisor([config.config_spec(env={})]) as sup,
+        ):
+            await inner(sup).terminate_child("config")
+            with pytest.raises(ConfigUpdateTimeoutError):
+                await config.update("events.max_events", 7, timeout_s=1)
+            assert config.get("events.max_events") == 100_000
+            async with trio.open_nursery() as nursery:
+                versions: list[int] = []
+
+                async def submit() -> None:
+                    versions.append(await config.update("events.max_events", 8, timeout_s=5))
+
+                nursery.start_soon(submit)
+                await trio.sleep(3)  # queued and retried meanwhile, never in the parent
+                assert versions == []
+                await inner(sup).restart_child("config")
+            assert versions == [1]
+            assert config.get("events.max_events") == 8
+            assert (await config.status()).pending_updates == 0
+        assert config.get("events.max_events") == 100_000
+        assert config.snapshot().version == 0
+
+
+async def test_a_server_without_a_home_in_its_own_scope_does_not_start() -> None:
+    async with running(), trioscope.open_registry():
+        with pytest.raises(trioscope.StartError) as info:
+            async with trioscope.open_supervisor([config.ConfigServer.child_spec(name="config")]):
+                pass  # pragma: no cover - never entered
+        assert repr(info.value.__cause__) == repr(
+            RuntimeError(
+                "ConfigServer found no 'config.home' in its registry scope: start it with "
+                "trioscope.foundation.config.config_spec(), which starts its home first"
+            )
+        )
+
+
+async def test_changes_are_never_recorded_in_a_parent_scope_event_store() -> None:
+    async with (
+        trioscope.open_registry(isolated=True),
+        trioscope.open_supervisor([event_store_spec()]),
+    ):
+        async with (
+            trioscope.open_registry(),
+            trioscope.open_supervisor([config.config_spec(env={})]),
+        ):
+            await config.update("events.max_events", 60)
+            status = await config.status()
+            assert (status.events_recorded, status.events_not_recorded) == (0, 1)
+        await trio.testing.wait_all_tasks_blocked()
+        assert await events.query(type="config.updated") == []
+
+
+async def test_a_subscription_under_a_setting_gets_updates_of_its_sections() -> None:
+    async with (
+        running(config.config_spec(App, env={})),
+        config.subscribe(under="window.size") as changes,
+    ):
+        await config.update("limits.low", 2)
+        await config.update("window", {"size": 5})
+        await config.update("window.step", 2)
+        await config.update("window.size", 6)
+        received = [await changes.receive() for _ in range(changes.statistics().buffered)]
+        assert [(c.path, c.new, c.version) for c in received] == [
+            ("window", Window(size=5), 2),
+            ("window.size", 6, 4),
+        ]
+
+
+async def test_subscribe_checkpoints_when_it_raises(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with checkpoints_even_when_raising(), pytest.raises(trioscope.NoRegistryError):
+        async with config.subscribe():
+            pass  # pragma: no cover - never entered
+    async with trioscope.open_registry(isolated=True):
+        with checkpoints_even_when_raising(), pytest.raises(trioscope.ServiceUnavailableError):
+            async with config.subscribe():
+                pass  # pragma: no cover - never entered
+    async with running():
+        with checkpoints_even_when_raising(), pytest.raises(UnknownConfigPathError):
+            async with config.subscribe(under="nope"):
+                pass  # pragma: no cover - never entered
+        with (
+            checkpoints_even_when_raising(),
+            pytest.raises(ValueError, match=r"^buffer must be >= 1, got 0$"),
+        ):
+            async with config.subscribe(buffer=0):
+                pass  # pragma: no cover - never entered
+
+
+async def test_events_max_age_s_may_be_infinite_for_no_age_limit() -> None:
+    spec = config.config_spec(values={"events.max_age_s": math.inf}, env={})
+    async with running(spec, event_store_spec()):
+        assert config.get("events.max_age_s") == math.inf
+        await config.update("events.max_age_s", 60)
+        assert await config.update("events.max_age_s", math.inf) == 2
+        assert config.get("events.max_age_s") == math.inf
+        await trio.testing.wait_all_tasks_blocked()
+        recorded = await events.query(type="config.updated")
+        assert [(e.data["old"], e.data["new"]) for e in recorded] == [("inf", 60.0), (60.0, "inf")]
+        for value, rule in [
+            (math.nan, "must be > 0 seconds, or inf for no limit"),
+            (0.0, "must be > 0 seconds, or inf for no limit"),
+            (-math.inf, "must be > 0 seconds, or inf for no limit"),
+        ]:
+            with pytest.raises(
+                ConfigRejected,
+                match=exactly(f"cannot set events.max_age_s to {value!r}: {rule}"),
+            ):
+                await config.update("events.max_age_s", value)
+
+
+async def test_events_max_age_s_from_the_environment_may_be_inf() -> None:
+    async with running(config.config_spec(env={"TRIOSCOPE__EVENTS__MAX_AGE_S": "inf"})):
+        assert config.get("events.max_age_s") == math.inf

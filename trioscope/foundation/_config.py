@@ -43,7 +43,8 @@ updates fail with `trioscope.ServiceUnavailableError` (never applied).
 applied by the server against the whole configuration (validators and
 cross-field rules), atomically: the snapshot, the version, the change record
 for subscribers and the ``config.updated`` event for the scope's EventStore
-all follow from one step. While the server is away, an update waits in the
+(its own scope's only; ``inf`` and NaN values are recorded as the strings
+``"inf"``, ``"nan"``: event data is JSON) all follow from one step. While the server is away, an update waits in the
 home's queue; a supervised task of the home retries the queue in order (when
 the server is back, or after an exponential backoff with jitter,
 ``config.retry_initial_s`` doubling up to ``config.retry_max_s``) until it is
@@ -73,7 +74,6 @@ from .._errors import (
     ServiceCrashedError,
     ServiceUnavailableError,
 )
-from .._names import wait_for_service, whereis
 from .._registry import current_registry
 from .._service import DEFAULT_CALL_TIMEOUT_S, DEFAULT_MAILBOX_SIZE, Service
 from .._supervisor import Strategy, Supervisor, supervisor_spec
@@ -344,16 +344,21 @@ class ConfigHome(Home):
         self._record(change)
 
     def _record(self, change: ConfigChange) -> None:
-        # In the server's task, so the store is the one of the server's own scope.
-        # store_nowait never waits: the events home buffers and flushes in order.
-        if find_home(_events.EVENTS_HOME_NAME, _events.EventsHome) is None:
+        # Only the event store of this home's own scope, never a parent's:
+        # store_nowait (which never waits: the events home buffers and flushes in
+        # order) resolves through the current scope, so it is used only when that
+        # finds this scope's events home.
+        store = self.registry.lookup_here(_events.EVENTS_HOME_NAME)
+        if not isinstance(store, _events.EventsHome) or store is not find_home(
+            _events.EVENTS_HOME_NAME, _events.EventsHome
+        ):
             self.events_not_recorded += 1  # no event store in this scope
             return
         kind = "config.updated" if change.path else "config.reset"
         data = {
             "path": change.path,
-            "old": converter.unstructure(change.old),
-            "new": converter.unstructure(change.new),
+            "old": _json_safe(converter.unstructure(change.old)),
+            "new": _json_safe(converter.unstructure(change.new)),
             "version": change.version,
         }
         try:
@@ -394,7 +399,9 @@ class ConfigHome(Home):
                 self.pending.popleft()
                 failures = 0
                 continue
-            ref = whereis(SERVER_NAME, ConfigServer)
+            # The server of the home's own scope only: while it is away, a
+            # namesake in an enclosing scope must not receive this scope's updates.
+            ref = self.service(SERVER_NAME, ConfigServer)
             if ref is not None:
                 ticket.scope = trio.CancelScope()
                 with ticket.scope:
@@ -420,11 +427,25 @@ class ConfigHome(Home):
             # at once if the caller withdraws it meanwhile.
             ticket.scope = trio.move_on_after(delay)
             with ticket.scope:
-                await wait_for_service(SERVER_NAME, ConfigServer, after=ref)
+                await self.wait_service(SERVER_NAME, ConfigServer, after=ref)
             ticket.scope = None
 
 
 # -- the server ----------------------------------------------------------------
+
+
+def _json_safe(value: Any) -> Any:
+    """*value* with infinite and NaN floats as the strings ``"inf"``, ``"-inf"``, ``"nan"``.
+
+    Event data is JSON, which has none of them; ``events.max_age_s`` may be ``inf``.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
 
 
 class ConfigServer(Service):
@@ -439,8 +460,9 @@ class ConfigServer(Service):
 
     async def init(self) -> None:
         """Find the home (started just before it, in the same supervisor)."""
-        home = find_home(HOME_NAME, ConfigHome)
-        if home is None:
+        # Its own scope's home only: a parent scope's is another configuration.
+        home = current_registry().lookup_here(HOME_NAME)
+        if not isinstance(home, ConfigHome):
             raise RuntimeError(
                 f"ConfigServer found no {HOME_NAME!r} in its registry scope: start it with "
                 "trioscope.foundation.config.config_spec(), which starts its home first"
@@ -705,8 +727,9 @@ async def _submit(path: str | None, value: object, timeout_s: float | None) -> i
         raise
     try:
         # The common case: the server runs and nothing is queued before this
-        # update. One call, bounded by the caller's deadline.
-        ref = whereis(SERVER_NAME, ConfigServer) if not home.pending else None
+        # update. One call, bounded by the caller's deadline. Only the server of
+        # the home's own scope: never a parent scope's namesake (see ConfigHome._retry).
+        ref = home.service(SERVER_NAME, ConfigServer) if not home.pending else None
         if ref is not None:
             try:
                 left = max(0.0, deadline - trio.current_time())
@@ -761,8 +784,9 @@ async def subscribe(
     Args:
         buffer: Changes that may wait for this subscriber (default:
             ``config.subscriber_buffer``, else `DEFAULT_SUBSCRIBER_BUFFER`).
-        under: Only changes of this path or inside it, and resets
-            (``under="events"``: ``events``, ``events.max_events``, ``""``...).
+        under: Only changes of this path, inside it, or of a section around
+            it, and resets (``under="events"``: ``events``, ``events.max_events``,
+            ``""``...; ``under="window.size"``: ``window.size`` and ``window``).
             Versions then skip the others: check against `snapshot` after a cut-off.
 
     Raises:
@@ -771,11 +795,15 @@ async def subscribe(
         ValueError, TypeError: a buffer that is not an int >= 1.
         UnknownConfigPathError: *under* is not a path of the schema.
     """
-    home = _home()
+    try:
+        home = _home()
+        accept = None if under is None else _under(home.schema.node(under).path)
+    except (ServiceUnavailableError, NoRegistryError, TypeError, UnknownConfigPathError):
+        await trio.lowlevel.checkpoint()  # a waiting call checkpoints on every path
+        raise
     if buffer is None:
         configured = home.snapshot._flat.get("config.subscriber_buffer")
         buffer = configured if isinstance(configured, int) else DEFAULT_SUBSCRIBER_BUFFER
-    accept = None if under is None else _under(home.schema.node(under).path)
     async with home.hub.subscribe(buffer=buffer, accept=accept) as changes:
         yield changes
 
@@ -784,8 +812,15 @@ def _under(path: str) -> Callable[[ConfigChange], bool]:
     inside = path + "."
 
     def accept(change: ConfigChange) -> bool:
+        # The path itself, inside it, or a section around it (updating the
+        # section "window" may change "window.size"); a reset ("") is around all.
         changed = change.path
-        return changed == path or not changed or changed.startswith(inside)
+        return (
+            changed == path
+            or not changed
+            or changed.startswith(inside)
+            or path.startswith(changed + ".")
+        )
 
     return accept
 

@@ -120,6 +120,14 @@ def positive_seconds(_: object, attribute: attrs.Attribute[Any], value: object) 
         raise SettingError(attribute.name, value, "must be finite and > 0 seconds")
 
 
+def positive_seconds_or_inf(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """An attrs validator: a number of seconds > 0, or ``math.inf`` for no limit (not NaN)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise SettingError(attribute.name, value, "must be a number of seconds")
+    if not value > 0:  # NaN compares false too
+        raise SettingError(attribute.name, value, "must be > 0 seconds, or inf for no limit")
+
+
 def one_of(*choices: str) -> _Validator:
     """An attrs validator: one of *choices*."""
 
@@ -146,8 +154,9 @@ class EventsSettings:
 
     max_events: int = setting(100_000, updatable=True, validator=at_least(1))
     """Events retained; the oldest are pruned beyond it (updatable)."""
-    max_age_s: float = setting(3600.0, updatable=True, validator=positive_seconds)
-    """Seconds an event is retained (updatable)."""
+    max_age_s: float = setting(3600.0, updatable=True, validator=positive_seconds_or_inf)
+    """Seconds an event is retained (updatable); ``math.inf`` (``inf`` in TOML and the
+    environment) for no age limit. NaN and values <= 0 are rejected."""
     max_data_bytes: int = setting(1_000_000, validator=at_least(1))
     """Largest encoded ``data`` of one event, in bytes; larger events are rejected."""
     prune_interval_s: float = setting(60.0, validator=positive_seconds)

@@ -44,11 +44,11 @@ applied by the server against the whole configuration (validators and
 cross-field rules), atomically: the snapshot, the version, the change record
 for subscribers and the ``config.updated`` event for the scope's EventStore
 (its own scope's only; ``inf`` and NaN values are recorded as the strings
-``"inf"``, ``"nan"``: event data is JSON) all follow from one step. While the server is away, an update waits in the
-home's queue; a supervised task of the home retries the queue in order (when
-the server is back, or after an exponential backoff with jitter,
-``config.retry_initial_s`` doubling up to ``config.retry_max_s``) until it is
-applied or its caller's deadline passes. Exactly one of two things is then
+``"inf"``, ``"nan"``: event data is JSON) all follow from one step. While the
+server is away, an update waits in the home's queue; a supervised task of the
+home retries the queue in order (when the server is back, or after an
+exponential backoff with jitter, ``config.retry_initial_s`` doubling up to
+``config.retry_max_s``) until it is applied or its caller's deadline passes. Exactly one of two things is then
 true: `update` returned the version that includes it, or it raised and the
 update was never (and will never be) applied.
 """

@@ -48,9 +48,9 @@ for subscribers and the ``config.updated`` event for the scope's EventStore
 server is away, an update waits in the home's queue; a supervised task of the
 home retries the queue in order (when the server is back, or after an
 exponential backoff with jitter, ``config.retry_initial_s`` doubling up to
-``config.retry_max_s``) until it is applied or its caller's deadline passes. Exactly one of two things is then
-true: `update` returned the version that includes it, or it raised and the
-update was never (and will never be) applied.
+``config.retry_max_s``) until it is applied or its caller's deadline passes.
+Exactly one of two things is then true: `update` returned the version that
+includes it, or it raised and the update was never (and will never be) applied.
 """
 
 from __future__ import annotations

@@ -1024,3 +1024,250 @@ async def test_a_backend_factory_makes_one_per_home_and_an_instance_is_kept(
         await sup.terminate_child("events")  # the home too: a new backend from a factory
         await sup.restart_child("events")
         assert await ids() == ([1] if kept else [])
+
+
+# -- review fixes ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("event", "reason"),
+    [
+        (
+            Event("bad\ud800"),
+            "type cannot be encoded as UTF-8 (a lone surrogate '\\ud800' at index 3)",
+        ),
+        (
+            Event("bad", correlation_id="r\udfff"),
+            "correlation_id cannot be encoded as UTF-8 (a lone surrogate '\\udfff' at index 1)",
+        ),
+        (
+            Event("bad", {"s": "x\ud800"}),
+            "data['s'] cannot be encoded as UTF-8 (a lone surrogate '\\ud800' at index 1)",
+        ),
+        (
+            Event("bad", {"\ud800": 1}),
+            "data key '\\ud800' cannot be encoded as UTF-8 (a lone surrogate '\\ud800' at index 0)",
+        ),
+        (
+            Event("bad", {"l": [1, {"k": ("\ud800",)}]}),
+            "data['l'][1]['k'][0] cannot be encoded as UTF-8 "
+            "(a lone surrogate '\\ud800' at index 0)",
+        ),
+        (
+            Event("bad", {"d": {"a\udc80": 1}}),
+            "data['d'] key 'a\\udc80' cannot be encoded as UTF-8 "
+            "(a lone surrogate '\\udc80' at index 1)",
+        ),
+    ],
+)
+async def test_strings_not_encodable_as_utf8_are_rejected_up_front(
+    tmp_path: Path, event: Event, reason: str
+) -> None:
+    from trioscope.foundation._sqlite import SQLiteBackend
+
+    path = tmp_path / "events.db"
+    async with running(event_store_spec(backend=lambda: SQLiteBackend(path))):
+        with pytest.raises(EventRejected) as rejected:
+            events.store_nowait(event)
+        assert rejected.value.reason == reason
+        good: list[int] = []
+
+        async def store_good() -> None:
+            good.append(await events.store(Event("good")))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store_good)  # in the same group commit as the bad one
+            with pytest.raises(EventRejected) as rejected:
+                await events.store(event)
+            assert rejected.value.reason == reason
+            with pytest.raises(EventRejected) as rejected:
+                await events.store_batch([Event("ok"), event])
+            assert (rejected.value.reason, rejected.value.index) == (reason, 1)
+        stats = await events.stats()
+        assert (good, stats.restarts, stats.count, stats.rejected_total) == ([1], 0, 1, 4)
+        assert [e.type for e in await events.query()] == ["good"]
+
+
+async def test_a_buffered_batch_whose_commit_crashes_the_store_is_never_sent_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    backend = Backend(durable=True)
+    async with running(event_store_spec(backend=lambda: backend)):
+        backend.fail_appends = 1  # the group commit crashes the store
+        events.store_nowait(Event("a"))
+        events.store_nowait(Event("b"))
+        await trio.sleep(1)
+        client = events.buffer_statistics()
+        assert (client.buffered, client.flushed_total, client.unconfirmed_total) == (0, 0, 2)
+        assert backend.appends == []  # not sent again to the next incarnation
+        stats = await events.stats()
+        assert (stats.restarts, stats.count) == (1, 0)
+
+
+async def test_an_inner_scope_never_sends_its_events_to_the_outer_scope_store(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running():
+        async with (
+            trioscope.open_registry(),
+            trioscope.open_supervisor([event_store_spec()], max_restarts=10) as inner,
+        ):
+            store_sup = inner.which_children()[0].value
+            assert isinstance(store_sup, trioscope.Supervisor)
+            await store_sup.terminate_child("events")  # the inner store is away
+            events.store_nowait(Event("inner.buffered"))
+            with pytest.raises(trioscope.ServiceUnavailableError):
+                await events.store(Event("inner.direct"))
+            with pytest.raises(trioscope.ServiceUnavailableError):
+                await events.query()
+            await trio.sleep(10)
+            assert events.buffer_statistics().buffered == 1
+            await store_sup.restart_child("events")
+            await trio.testing.wait_all_tasks_blocked()
+            assert [e.type for e in await events.query()] == ["inner.buffered"]
+        assert await events.query() == []
+
+
+@pytest.mark.parametrize("max_age_s", [1e300, 1e10 * 365 * 86400, math.inf])
+async def test_an_age_limit_beyond_the_wall_clock_prunes_nothing_and_never_overflows(
+    max_age_s: float,
+) -> None:
+    clock = WallClock()
+    async with running(event_store_spec(wall_clock=clock, max_age_s=max_age_s)):
+        await events.store(Event("a"))
+        clock.advance(10**9)
+        await events.store_batch([Event("b")])
+        stats = await events.stats()
+        assert (stats.restarts, stats.count, stats.pruned_total) == (0, 2, 0)
+
+
+async def test_an_orderly_stop_stores_what_was_buffered(tmp_path: Path) -> None:
+    from trioscope.foundation._events import EventsHome
+    from trioscope.foundation._home import find_home
+    from trioscope.foundation._sqlite import SQLiteBackend
+
+    path = tmp_path / "events.db"
+    async with trioscope.open_registry(isolated=True):
+        async with trioscope.open_supervisor(
+            [event_store_spec(backend=lambda: SQLiteBackend(path))]
+        ):
+            home = find_home("events.home", EventsHome)
+            assert home is not None
+            events.store_nowait(Event("first"))
+            events.store_nowait(Event("orphan", parent_id=9))  # rejected when stored
+            events.store_nowait(Event("last.words", parent_id=1))
+        client = home.buffer_statistics()
+        assert (client.buffered, client.flushed_total, client.rejected_total) == (0, 2, 1)
+        async with trioscope.open_supervisor(
+            [event_store_spec(backend=lambda: SQLiteBackend(path))]
+        ):
+            stored = await events.query()
+            assert [(e.id, e.type, e.parent_id) for e in stored] == [
+                (1, "first", None),
+                (2, "last.words", 1),
+            ]
+
+
+class CancellableBackend(Backend):
+    """A durable test backend whose gated append, once cancelled, has not started (as
+    `SQLiteBackend.append` cancelled before its thread runs) and lets later ones through."""
+
+    def __init__(self) -> None:
+        super().__init__(durable=True)
+        self.cancelled_appends = 0
+
+    async def append(self, batch: Sequence[Event]) -> None:
+        gate = self.append_gate
+        if gate is not None:
+            try:
+                await gate.wait()
+            except trio.Cancelled:
+                self.cancelled_appends += 1
+                self.append_gate = None
+                raise
+        await self.inner.append(batch)
+        self.appends.append([e.id for e in batch])
+
+
+async def test_an_orderly_stop_commits_the_batch_whose_append_was_cancelled_once() -> None:
+    backend = CancellableBackend()
+    backend.append_gate = trio.Event()
+    replies: list[object] = []
+
+    async def store(event: Event) -> None:
+        replies.append(await events.store(event))
+
+    async with trioscope.open_registry(isolated=True):
+        async with (
+            trio.open_nursery() as nursery,  # exits last: its caller is answered in terminate
+            trioscope.open_supervisor([event_store_spec(backend=lambda: backend)]),
+        ):
+            nursery.start_soon(store, Event("sent"))
+            await trio.testing.wait_all_tasks_blocked()
+            events.store_nowait(Event("buffered"))  # the flush's batch waits for the writer
+            await trio.testing.wait_all_tasks_blocked()
+            events.store_nowait(Event("late"))  # still in the buffer at the stop
+            assert (await events.stats()).pending == 1  # the buffered batch: in the next commit
+        assert backend.cancelled_appends == 1
+        assert backend.appends == [[1, 2, 3]]  # once each, in one final commit
+        assert replies == [1]
+        async with trioscope.open_supervisor([event_store_spec(backend=lambda: backend)]):
+            assert [e.type for e in await events.query()] == ["sent", "buffered", "late"]
+
+
+async def _bad_query() -> None:
+    await events.query(order="sideways")  # type: ignore[arg-type]
+
+
+async def _bad_stream() -> None:
+    async for _ in events.stream(batch=0):
+        pass  # pragma: no cover - never reached
+
+
+@pytest.mark.parametrize("fn", [_bad_query, _bad_stream])
+async def test_query_and_stream_checkpoint_when_rejecting_arguments(
+    fn: Any, autojump_clock: trio.testing.MockClock
+) -> None:
+    from _guards import checkpoints_even_when_raising
+
+    async with running():
+        with pytest.raises(EventQueryRejected), checkpoints_even_when_raising():
+            await fn()
+
+
+@pytest.mark.parametrize("max_age_s", [1e300, math.inf])
+async def test_a_config_update_to_an_age_limit_beyond_the_wall_clock_is_applied(
+    max_age_s: float, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with running(config.config_spec(env={}), event_store_spec()):
+        await events.store(Event("a"))
+        await config.update("events.max_age_s", max_age_s)
+        await trio.sleep(1)
+        await events.store(Event("b"))
+        stats = await events.stats()
+        assert (stats.restarts, stats.settings.max_age_s, stats.pruned_total) == (0, max_age_s, 0)
+        assert [e.type for e in await events.query()] == ["a", "config.updated", "b"]
+
+
+async def test_a_stopping_home_leaves_the_backend_of_a_running_store_open(
+    tmp_path: Path,
+) -> None:
+    from trioscope.foundation._events import EventsHome
+    from trioscope.foundation._home import find_home
+    from trioscope.foundation._sqlite import SQLiteBackend
+
+    backend = SQLiteBackend(tmp_path / "events.db")
+    async with running(event_store_spec(backend=lambda: backend)) as sup:
+        home = find_home("events.home", EventsHome)
+        assert home is not None
+        assert await events.store(Event("a")) == 1
+        # What a crashing home runs while its store still runs (REST_FOR_ONE stops the
+        # store only afterwards): the store keeps its backend meanwhile.
+        await home.aclose()
+        assert not repr(backend).endswith("closed>")
+        assert await events.store(Event("b")) == 2
+        assert (await events.stats()).restarts == 0
+        store_sup = sup.which_children()[0].value
+        assert isinstance(store_sup, trioscope.Supervisor)
+        await store_sup.terminate_child("events")  # stopped now: the store closed it
+        assert repr(backend).endswith("closed>")

@@ -32,7 +32,9 @@ What the store guarantees:
   time ranges and age retention are id ranges and prefixes).
 - **Validation**: a non-empty ``type``; ``data`` JSON-compatible (str keys;
   None, bool, int, finite float, str, and lists, tuples and dicts of these;
-  the message names the bad key or index) and at most ``max_data_bytes`` as
+  the message names the bad key or index); every str (``type``,
+  ``correlation_id``, keys and values of ``data``) encodable as UTF-8 (no
+  lone surrogates such as ``"\\ud800"``) and at most ``max_data_bytes`` as
   compact UTF-8 JSON; a ``parent_id`` naming an earlier id. Stored data is a
   copy made at acceptance (tuples become lists, mappings dicts): later changes
   to the caller's objects change nothing stored. Events returned by queries
@@ -70,9 +72,14 @@ What the store guarantees:
   too slow subscriber cut off with `SubscriptionOverflowError`. They live in
   the events *home* and ride through restarts of the store.
 - **Buffered writes** (`store_nowait`) go into a bounded buffer in the home,
-  flushed in order by a supervised task of the home whenever the store runs;
-  an event counts as stored only once the store acknowledged it. Overflow
-  raises `EventBufferFullError` and is counted (`buffer_statistics`).
+  flushed in order by a supervised task of the home whenever the store of
+  the home's own scope runs; an event counts as stored only once the store
+  acknowledged it. The store takes a batch out of the buffer as it accepts
+  it, so no event is ever stored twice; a batch taken and never acknowledged
+  (the store crashed or stopped meanwhile) is counted as unconfirmed and
+  never sent again. An orderly stop of the store stores what is still
+  buffered. Overflow raises `EventBufferFullError` and is counted
+  (`buffer_statistics`).
 
 Settings come from the scope's ConfigServer when one runs (``events.*``,
 read at every start of the store; updates of ``events.max_events`` and
@@ -80,8 +87,10 @@ read at every start of the store; updates of ``events.max_events`` and
 given, ``events.backend`` chooses memory or SQLite), otherwise from
 `event_store_spec`'s arguments. Every client function resolves the store
 through the current registry scope on every call: `get`, `query` and the
-others need a running store (calls by name ride through its restarts);
-`store_nowait`, `buffer_statistics` and `subscribe` only its home.
+others need a running store (the calls ride through its restarts);
+`store_nowait`, `buffer_statistics` and `subscribe` only its home. In a
+scope that runs an event store of its own, the calls go to that store only:
+while it restarts they wait for it, and never reach an enclosing scope's.
 """
 
 from __future__ import annotations
@@ -94,7 +103,7 @@ import logging
 import math
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from operator import attrgetter
 from typing import Any, Final, Literal, cast, final
 
@@ -103,12 +112,14 @@ import trio
 
 from .._child_spec import ChildSpec
 from .._errors import (
+    CallTimeoutError,
     ServiceCrashedError,
     ServiceUnavailableError,
+    _NotRunError,  # what an incarnation that never ran a message says (calls retry it)
 )
-from .._names import call, wait_for_service
-from .._registry import current_registry
-from .._service import DEFAULT_CALL_TIMEOUT_S, Deferred, Service
+from .._names import call
+from .._registry import _current_registry_or_none, current_registry
+from .._service import DEFAULT_CALL_TIMEOUT_S, Deferred, Service, ServiceRef
 from .._supervisor import Strategy, Supervisor, supervisor_spec
 from ._errors import (
     EventBufferFullError,
@@ -272,7 +283,8 @@ class EventBufferStatistics:
     """The client write buffer of one scope (`store_nowait`), at one instant."""
 
     buffered: int
-    """Events waiting to be flushed (including a batch being sent)."""
+    """Events waiting to be flushed (including a batch the store took and has
+    not acknowledged yet)."""
     capacity: int
     """The buffer's bound (``events.client_buffer``)."""
     flushed_total: int
@@ -354,6 +366,28 @@ def _not_json(where: str, value: object) -> _Bad:
     )
 
 
+def _not_utf8(where: str, text: str) -> _Bad | None:
+    """`_Bad` if *text* cannot be encoded as UTF-8 (a lone surrogate), else ``None``."""
+    if text.isascii():
+        return None
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        return _Bad(
+            f"{where} cannot be encoded as UTF-8 "
+            f"(a lone surrogate {text[exc.start]!r} at index {exc.start})"
+        )
+    return None
+
+
+def _utf8(where: str, text: str) -> str:
+    """*text*, or `_Bad` if it cannot be encoded as UTF-8 (`_not_utf8`)."""
+    bad = _not_utf8(where, text)
+    if bad is not None:
+        raise bad
+    return text
+
+
 def _scalar_bound(where: str, value: object) -> tuple[JSON, int]:
     """A scalar (or str/int/float subclass) as a plain JSON value and an upper bound of
     its encoded size; `_Bad` for anything else that is not a container."""
@@ -374,7 +408,7 @@ def _scalar_bound(where: str, value: object) -> tuple[JSON, int]:
             raise _Bad(f"{where} is {value!r}: JSON has no NaN or infinity (finite floats only)")
         return float(value), 24
     if isinstance(value, str):
-        plain_s = str.__str__(value)
+        plain_s = _utf8(where, str.__str__(value))
         return plain_s, 6 * len(plain_s) + 2
     raise _not_json(where, value)
 
@@ -384,6 +418,8 @@ def _copy_value(where: str, value: object, depth: int) -> tuple[JSON, int]:
     kind = type(value)
     if kind is str:
         text: str = value  # type: ignore[assignment]
+        if not text.isascii():
+            _utf8(where, text)
         return text, 6 * len(text) + 2
     if kind is int:
         number: int = value  # type: ignore[assignment]
@@ -399,6 +435,8 @@ def _copy_value(where: str, value: object, depth: int) -> tuple[JSON, int]:
                 if not isinstance(key, str):
                     raise _Bad(f"{where} has a key {key!r} that is not a str (JSON keys are str)")
                 key = str.__str__(key)
+            if not key.isascii():
+                _utf8(f"{where} key {key!r}", key)
             out[key], n = _copy_value(f"{where}[{key!r}]", item, depth + 1)
             size += n + 6 * len(key) + 4
         return out, size
@@ -441,8 +479,12 @@ def _check_data(data: object, max_bytes: float) -> dict[str, JSON]:
             copied, bound = _copy_value("data", data, 0)
             whole = cast(dict[str, JSON], copied)  # a Mapping copies to a dict
             return whole if bound <= max_bytes else _limit(whole, max_bytes)
+        if not key.isascii():
+            _utf8(f"data key {key!r}", key)
         kind = type(value)
         if kind is str:
+            if not value.isascii():
+                _utf8(f"data[{key!r}]", value)
             chars += len(value)
         elif kind is int:
             # Literals, not _BIG_INT: a constant costs nothing to load.
@@ -508,9 +550,12 @@ def _precheck(event: object, max_bytes: float) -> dict[str, JSON]:
     kind = ev.type
     if type(kind) is not str or not kind:
         raise _Bad(f"type must be a non-empty str, got {kind!r}")
+    _utf8("type", kind)
     cid = ev.correlation_id
-    if cid is not None and type(cid) is not str:
-        raise _Bad(f"correlation_id must be a str or None, got {type(cid).__name__}")
+    if cid is not None:
+        if type(cid) is not str:
+            raise _Bad(f"correlation_id must be a str or None, got {type(cid).__name__}")
+        _utf8("correlation_id", cid)
     parent = ev.parent_id
     if parent is not None and (not _is_int(parent) or parent < 1):
         raise _Bad(f"parent_id must be an id (an int >= 1) or None, got {parent!r}")
@@ -807,6 +852,10 @@ class EventsHome(Home):
         self.overflow_total = 0
         self.buffer_rejected_total = 0
         self.unconfirmed_total = 0
+        self.in_store = 0
+        """Buffered events the store took and has not acknowledged yet."""
+        self.backend_users = 0
+        """Running incarnations of the store that hold the backend open (0 or 1)."""
         self._wake = trio.Event()
 
     def __repr__(self) -> str:
@@ -825,13 +874,18 @@ class EventsHome(Home):
                 "the events home stopped with %d buffered events never stored", len(self.buffer)
             )
         # A store killed outright (shutdown=0) never ran terminate: its backend is still
-        # open. The home owns the backend, so it closes it (aclose is idempotent).
-        await self.backend.aclose()
+        # open. The home owns the backend, so it closes it (aclose is idempotent). But
+        # not under a store that still runs (the home crashed: REST_FOR_ONE stops the
+        # store only afterwards): that store closes it in its terminate.
+        if not self.backend_users:
+            await self.backend.aclose()
+        else:
+            await trio.lowlevel.checkpoint()
 
     def buffer_statistics(self) -> EventBufferStatistics:
         """The write buffer's counters."""
         return EventBufferStatistics(
-            buffered=len(self.buffer),
+            buffered=len(self.buffer) + self.in_store,
             capacity=self.settings.client_buffer,
             flushed_total=self.flushed_total,
             overflow_total=self.overflow_total,
@@ -851,53 +905,88 @@ class EventsHome(Home):
         self.buffer.append(event)
         self._wake.set()
 
-    async def _flush(self) -> None:
-        """Send the buffer to the store in order, one `store_batch` at a time, forever.
+    async def call(
+        self, budget_s: float, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
+    ) -> Any:
+        """Call handler *fn* of the store of the home's own scope, within *budget_s*.
 
-        Only an acknowledged batch leaves the buffer as stored; a batch the
-        store never ran (it was restarting) is sent again to the next
-        incarnation; one whose outcome is unknown (the store crashed running
-        it) is counted as unconfirmed and dropped, so that nothing is ever
-        stored twice. The calls have no timeout: a timeout could not tell a
-        batch that never ran (a store slow to start) from one that did.
+        Like a call by name (`trioscope.call`), it rides through restarts: a
+        message an incarnation never ran goes to the next one, a message that
+        ran is never sent again. Unlike it, it never falls back on a namesake
+        in an enclosing scope while the store is away.
+
+        Raises:
+            trioscope.ServiceUnavailableError: no incarnation took the message
+                within *budget_s*, or the one that took it ended before replying.
+            trioscope.CallTimeoutError: one took it but did not reply in time.
+            trioscope.ServiceCrashedError, EventRejected, EventQueryRejected:
+                as `trioscope.ServiceRef.call`.
+        """
+        deadline = trio.current_time() + budget_s
+        failed: ServiceRef[EventStore] | None = None
+        while True:
+            ref = self.service(EVENTS_NAME, EventStore)
+            if ref is None or ref is failed:
+                found = None
+                with trio.move_on_at(deadline):
+                    found = await self.wait_service(EVENTS_NAME, EventStore, after=failed)
+                if found is None:
+                    raise ServiceUnavailableError(
+                        repr(EVENTS_NAME),
+                        f"no live event store of this scope took the call within {budget_s:g} s",
+                    )
+                ref = found
+            # One cancel scope (the ref's own timeout), not two: this is every write's path.
+            left = max(0.0, deadline - trio.current_time())
+            try:
+                return await ref.with_timeout(left).call(fn, *args, **kwargs)
+            except ServiceUnavailableError as exc:
+                if not isinstance(exc.__context__, _NotRunError):
+                    raise  # it ran (the store ended before replying): never resent
+                failed = ref  # never ran: the next incarnation gets it
+            except CallTimeoutError:
+                raise CallTimeoutError(
+                    repr(EVENTS_NAME),
+                    getattr(fn, "__name__", repr(fn)),
+                    budget_s,
+                    longer=f"trioscope.by_name({EVENTS_NAME!r}, timeout=seconds)",
+                ) from None
+
+    async def _flush(self) -> None:
+        """Hand the buffer to the store of this scope in order, a batch at a time, forever.
+
+        The store takes a batch out of the buffer as it accepts it (a bad event
+        is dropped there and counted as rejected), so an event is never given
+        to two incarnations (nor to a final commit and a flush). A call the
+        store never ran goes to its next incarnation. A batch the store took
+        and never acknowledged (it crashed or stopped meanwhile) is counted as
+        unconfirmed and dropped: it may or may not be stored, and it is never
+        sent again. The calls have no timeout: a timeout could not tell a store
+        slow to start from one that took the batch.
         """
         buffer = self.buffer
-        ref = None
         while True:
             if not buffer:
                 self._wake = trio.Event()
                 await self._wake.wait()
                 continue
-            if ref is None:
-                # No call timeout: a timeout could not tell a batch that never ran
-                # (the store was slow to start) from one that did.
-                ref = (await wait_for_service(EVENTS_NAME, EventStore)).with_timeout(math.inf)
-            batch = [buffer[i] for i in range(min(len(buffer), FLUSH_BATCH))]
             try:
-                await ref.call(EventStore.store_batch, batch)
-            except EventRejected as exc:
-                bad = exc.index if exc.index is not None else 0
-                _log.warning("a buffered event was rejected when flushed: %s", exc.reason)
-                del buffer[bad]
-                self.buffer_rejected_total += 1
-                continue  # nothing was stored: send the others again
-            except ServiceUnavailableError:
-                # The incarnation ended before running it: nothing stored.
-                after = await wait_for_service(EVENTS_NAME, EventStore, after=ref)
-                ref = after.with_timeout(math.inf)
-                continue
-            except ServiceCrashedError as exc:
+                count = await self.call(math.inf, EventStore.take_buffered)
+            except (ServiceUnavailableError, ServiceCrashedError) as exc:
+                lost, self.in_store = self.in_store, 0
+                if not lost:
+                    # It crashed before taking anything: the next incarnation gets them.
+                    _log.warning("the event store failed before taking buffered events: %s", exc)
+                    continue
                 _log.error(
                     "%d buffered events may or may not be stored (%s): counted as unconfirmed",
-                    len(batch),
+                    lost,
                     exc,
                 )
-                self.unconfirmed_total += len(batch)
-                ref = None
+                self.unconfirmed_total += lost
             else:
-                self.flushed_total += len(batch)
-            for _ in batch:
-                buffer.popleft()
+                self.in_store -= count
+                self.flushed_total += count
 
 
 # -- the service -------------------------------------------------------------------------
@@ -930,6 +1019,10 @@ class EventStore(Service):
         # Durable backends: writes waiting for the writer task's next append.
         self._pending: list[Event] = []
         self._replies: list[_Reply] = []
+        # The batch of the append under way, until it returns: an append cancelled
+        # before it ran (an orderly stop) leaves it here for terminate's final commit.
+        self._inflight: list[Event] = []
+        self._inflight_replies: list[_Reply] = []
         self._writer_wake = trio.Event()
         self._prune_target = 0  # prune the backend through this id...
         self._backend_pruned = 0  # ...it is pruned through this one
@@ -973,18 +1066,43 @@ class EventStore(Service):
         self._last_wall = last.wall_ns if last else 0
         self._backend_pruned = self._prune_target = 0
         await self._retain(self._wall_clock())
+        self._home.backend_users += 1  # until _hold_backend ends (also when killed)
+        self.start_soon(self._hold_backend)
         if self._durable:
             self.start_soon(self._writer)
         self.start_soon(self._periodic_retention)
         if self._source == "config":
             self.start_soon(self._follow_config)
 
+    async def _hold_backend(self) -> None:
+        """Tell the home, while this incarnation runs, that it holds the backend open.
+
+        Its tasks end when it stops, killed or not (before ``terminate``, which
+        closes the backend; a killed store's is closed by the home).
+        """
+        try:
+            await trio.sleep_forever()
+        finally:
+            self._home.backend_users -= 1
+
     async def terminate(self, reason: BaseException | None) -> None:
         backend = self._backend
         try:
-            if reason is None and self._durable and self._pending:
-                # An orderly stop: what was accepted still gets its commit.
-                await self._commit()
+            if reason is None:
+                # An orderly stop: what was accepted still gets its commit, and what
+                # was handed to the home's buffer (store_nowait) is stored too.
+                home = self._home
+                drained = self._accept_buffered(len(home.buffer))
+                if self._durable:
+                    self._pending.extend(drained)
+                    if self._pending or self._inflight:
+                        await self._commit()
+                elif drained:
+                    await backend.append(drained)
+                    through = self._applied(drained)
+                    if through:
+                        await backend.prune_through(through)
+                home.flushed_total += len(drained)
         finally:
             await backend.aclose()
 
@@ -1022,7 +1140,14 @@ class EventStore(Service):
                     or event.wall_ns
                     or type(event.type) is not str
                     or not event.type
-                    or (event.correlation_id is not None and type(event.correlation_id) is not str)
+                    or not event.type.isascii()
+                    or (
+                        event.correlation_id is not None
+                        and (
+                            type(event.correlation_id) is not str
+                            or not event.correlation_id.isascii()
+                        )
+                    )
                 ):
                     data = _precheck(event, max_bytes)
                 else:
@@ -1107,6 +1232,47 @@ class EventStore(Service):
             await self._backend.prune_through(through)
         return ids
 
+    async def take_buffered(self) -> int:
+        """For the events home's flush task: store the oldest buffered events (at most
+        `FLUSH_BATCH`), taken out of the buffer as they are accepted; return how many.
+
+        A buffered event the store rejects (a setting changed since it was
+        buffered) is dropped and counted; the others are stored.
+        """
+        stored = self._accept_buffered(FLUSH_BATCH)
+        if not stored:
+            return 0
+        count = len(stored)
+        self._home.in_store += count  # the flush task settles it with the reply
+        if self._durable:
+            return cast(int, self._enqueue(stored, count))
+        await self._backend.append(stored)
+        through = self._applied(stored)
+        if through:
+            await self._backend.prune_through(through)
+        return count
+
+    def _accept_buffered(self, limit: int) -> list[Event]:
+        """Accept the oldest buffered events (at most *limit*) and take them out of the
+        buffer; a rejected one is dropped and counted, and the rest are tried again."""
+        home = self._home
+        buffer = home.buffer
+        while buffer:
+            batch = [buffer[i] for i in range(min(len(buffer), limit))]
+            try:
+                stored = self._accept(batch, True)
+            except EventRejected as exc:
+                bad = exc.index if exc.index is not None else 0
+                _log.warning("a buffered event was rejected when flushed: %s", exc.reason)
+                del buffer[bad]
+                home.buffer_rejected_total += 1
+                home.rejected_total -= len(batch) - 1  # one event was rejected, not all
+                continue
+            for _ in batch:
+                buffer.popleft()
+            return stored
+        return []
+
     def _enqueue(self, stored: list[Event], reply: object) -> Deferred[object]:
         deferred: Deferred[object] = self.defer()
         self._pending.extend(stored)
@@ -1127,10 +1293,19 @@ class EventStore(Service):
                 await self._prune_backend()
 
     async def _commit(self) -> None:
-        pending, replies = self._pending, self._replies
+        if self._inflight:  # an append cancelled before it ran: it goes first
+            self._inflight.extend(self._pending)
+            self._inflight_replies.extend(self._replies)
+        else:
+            self._inflight, self._inflight_replies = self._pending, self._replies
         self._pending, self._replies = [], []
-        await self._backend.append(pending)
-        self._applied(pending)  # durable: the writer prunes the backend
+        batch = self._inflight
+        # Cancelled only before it ran (SQLiteBackend: abandon_on_cancel=False): the
+        # batch then stays in flight for the next commit (terminate's, on a stop).
+        await self._backend.append(batch)
+        replies = self._inflight_replies
+        self._inflight, self._inflight_replies = [], []
+        self._applied(batch)  # durable: the writer prunes the backend
         for deferred, value in replies:
             deferred.reply(value)
 
@@ -1171,8 +1346,9 @@ class EventStore(Service):
         excess = len(events) - head - settings.max_events
         if excess > 0:
             excess += settings.max_events // RETENTION_SLACK
-        if head < len(events) and settings.max_age_s != math.inf:
-            cutoff = now_wall_ns - int(settings.max_age_s * 1e9)
+        age_ns = settings.max_age_s * 1e9  # a float: math.inf, or huge, never overflows
+        if head < len(events) and age_ns < now_wall_ns:  # else no event is too old
+            cutoff = now_wall_ns - int(age_ns)
             if events[head].wall_ns < cutoff:
                 old = bisect.bisect_left(events, cutoff, head, key=_WALL) - head
                 excess = max(excess, old)
@@ -1504,7 +1680,7 @@ async def store(event: Event) -> int:
             time (the event may or may not be stored).
         trioscope.NoRegistryError: outside every registry scope.
     """
-    return await call(EVENTS_NAME, EventStore.store, event)
+    return cast("int", await _call_store(EventStore.store, event))
 
 
 async def store_batch(events: Sequence[Event]) -> list[int]:
@@ -1516,7 +1692,21 @@ async def store_batch(events: Sequence[Event]) -> list[int]:
         trioscope.ServiceUnavailableError, trioscope.CallTimeoutError,
         trioscope.NoRegistryError: as `store`.
     """
-    return await call(EVENTS_NAME, EventStore.store_batch, events)
+    return cast("list[int]", await _call_store(EventStore.store_batch, events))
+
+
+async def _call_store(fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+    """Call handler *fn* of the current scope's EventStore (the default call timeout).
+
+    With an events home in this very scope, only its own store is called (a
+    call by name would reach an enclosing scope's store while it restarts);
+    otherwise the nearest enclosing scope's store, by name.
+    """
+    registry = _current_registry_or_none()
+    home = registry.lookup_here(EVENTS_HOME_NAME) if registry is not None else None
+    if isinstance(home, EventsHome):
+        return await home.call(DEFAULT_CALL_TIMEOUT_S, fn, *args, **kwargs)
+    return await call(EVENTS_NAME, fn, *args, **kwargs)
 
 
 def _home() -> EventsHome:
@@ -1570,7 +1760,7 @@ async def get(id: int) -> Event | None:
         trioscope.ServiceUnavailableError, trioscope.CallTimeoutError,
         trioscope.NoRegistryError: as `store`.
     """
-    return await call(EVENTS_NAME, EventStore.get, id)
+    return cast("Event | None", await _call_store(EventStore.get, id))
 
 
 async def query(
@@ -1605,27 +1795,33 @@ async def query(
         trioscope.ServiceUnavailableError, trioscope.CallTimeoutError,
         trioscope.NoRegistryError: as `store`.
     """
-    _check_query(
-        limit,
-        order,
-        since_ns,
-        until_ns,
-        type=type,
-        correlation_id=correlation_id,
-        after_id=after_id,
-        before_id=before_id,
-    )
-    return await call(
-        EVENTS_NAME,
-        EventStore.query,
-        type=type,
-        correlation_id=correlation_id,
-        since_ns=since_ns,
-        until_ns=until_ns,
-        after_id=after_id,
-        before_id=before_id,
-        limit=limit,
-        order=order,
+    try:
+        _check_query(
+            limit,
+            order,
+            since_ns,
+            until_ns,
+            type=type,
+            correlation_id=correlation_id,
+            after_id=after_id,
+            before_id=before_id,
+        )
+    except EventQueryRejected:
+        await trio.lowlevel.checkpoint()  # a waiting call checkpoints on every path
+        raise
+    return cast(
+        "list[Event]",
+        await _call_store(
+            EventStore.query,
+            type=type,
+            correlation_id=correlation_id,
+            since_ns=since_ns,
+            until_ns=until_ns,
+            after_id=after_id,
+            before_id=before_id,
+            limit=limit,
+            order=order,
+        ),
     )
 
 
@@ -1636,7 +1832,7 @@ async def correlation_chain(correlation_id: str) -> list[Event]:
         trioscope.ServiceUnavailableError, trioscope.CallTimeoutError,
         trioscope.NoRegistryError: as `store`.
     """
-    return await call(EVENTS_NAME, EventStore.correlation_chain, correlation_id)
+    return cast("list[Event]", await _call_store(EventStore.correlation_chain, correlation_id))
 
 
 async def stream(
@@ -1665,15 +1861,18 @@ async def stream(
         trioscope.ServiceUnavailableError, trioscope.CallTimeoutError,
         trioscope.NoRegistryError: as `store`.
     """
-    _check_query(
-        None, order, since_ns, until_ns, type=type, correlation_id=correlation_id, batch=batch
-    )
-    last = await call(EVENTS_NAME, EventStore.last_id)
+    try:
+        _check_query(
+            None, order, since_ns, until_ns, type=type, correlation_id=correlation_id, batch=batch
+        )
+    except EventQueryRejected:
+        await trio.lowlevel.checkpoint()  # a waiting call checkpoints on every path
+        raise
+    last = await _call_store(EventStore.last_id)
     after_id: int | None = None
     before_id: int | None = last + 1
     while True:
-        page = await call(
-            EVENTS_NAME,
+        page = await _call_store(
             EventStore.query,
             type=type,
             correlation_id=correlation_id,
@@ -1703,7 +1902,7 @@ async def prune_before(wall_ns: int) -> int:
         trioscope.ServiceUnavailableError, trioscope.CallTimeoutError,
         trioscope.NoRegistryError: as `store`.
     """
-    return await call(EVENTS_NAME, EventStore.prune_before, wall_ns)
+    return cast("int", await _call_store(EventStore.prune_before, wall_ns))
 
 
 async def stats() -> EventStoreStats:
@@ -1713,7 +1912,7 @@ async def stats() -> EventStoreStats:
         trioscope.ServiceUnavailableError, trioscope.CallTimeoutError,
         trioscope.NoRegistryError: as `store`.
     """
-    return await call(EVENTS_NAME, EventStore.stats)
+    return cast("EventStoreStats", await _call_store(EventStore.stats))
 
 
 def _matcher(type: str | None, correlation_id: str | None) -> Callable[[Event], bool] | None:

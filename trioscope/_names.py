@@ -324,18 +324,23 @@ async def _call(
     fn: Callable[..., Awaitable[object]],
     args: tuple[object, ...],
     kwargs: dict[str, object],
+    *,
+    here: Registry | None = None,
 ) -> Any:
+    """A call by name; with *here*, only the service registered in that very
+    registry is called (never a parent scope's namesake; for the foundation's homes)."""
     what = f"call({name!r}, ...)"
-    registry = _current_registry_or_none()
+    registry = _current_registry_or_none() if here is None else here
     if registry is None:
         await _raise_no_registry(what)
+    lookup = registry.lookup if here is None else registry.lookup_here
     sent: _Message | None = None
     failed: _Incarnation | None = None
     with trio.CancelScope(deadline=trio.current_time() + budget_s):
         while True:
             # A TypeError (a programming error) is raised at once, before any
             # checkpoint, as `ServiceRef.call` and Trio's own argument checks do.
-            ref = _as_ref(name, registry.lookup(name), cls)
+            ref = _as_ref(name, lookup(name), cls)
             if ref is None and not inspect.iscoroutinefunction(fn):
                 # No service to check it against yet, but no service could
                 # run this: say so now rather than after the timeout.

@@ -110,16 +110,12 @@ from typing import Any, Final, Literal, cast, final
 import attrs
 import trio
 
+from .. import _names
 from .._child_spec import ChildSpec
-from .._errors import (
-    CallTimeoutError,
-    ServiceCrashedError,
-    ServiceUnavailableError,
-    _NotRunError,  # what an incarnation that never ran a message says (calls retry it)
-)
+from .._errors import ServiceCrashedError, ServiceUnavailableError
 from .._names import call
 from .._registry import _current_registry_or_none, current_registry
-from .._service import DEFAULT_CALL_TIMEOUT_S, Deferred, Service, ServiceRef
+from .._service import DEFAULT_CALL_TIMEOUT_S, Deferred, Service
 from .._supervisor import Strategy, Supervisor, supervisor_spec
 from ._errors import (
     EventBufferFullError,
@@ -922,35 +918,9 @@ class EventsHome(Home):
             trioscope.ServiceCrashedError, EventRejected, EventQueryRejected:
                 as `trioscope.ServiceRef.call`.
         """
-        deadline = trio.current_time() + budget_s
-        failed: ServiceRef[EventStore] | None = None
-        while True:
-            ref = self.service(EVENTS_NAME, EventStore)
-            if ref is None or ref is failed:
-                found = None
-                with trio.move_on_at(deadline):
-                    found = await self.wait_service(EVENTS_NAME, EventStore, after=failed)
-                if found is None:
-                    raise ServiceUnavailableError(
-                        repr(EVENTS_NAME),
-                        f"no live event store of this scope took the call within {budget_s:g} s",
-                    )
-                ref = found
-            # One cancel scope (the ref's own timeout), not two: this is every write's path.
-            left = max(0.0, deadline - trio.current_time())
-            try:
-                return await ref.with_timeout(left).call(fn, *args, **kwargs)
-            except ServiceUnavailableError as exc:
-                if not isinstance(exc.__context__, _NotRunError):
-                    raise  # it ran (the store ended before replying): never resent
-                failed = ref  # never ran: the next incarnation gets it
-            except CallTimeoutError:
-                raise CallTimeoutError(
-                    repr(EVENTS_NAME),
-                    getattr(fn, "__name__", repr(fn)),
-                    budget_s,
-                    longer=f"trioscope.by_name({EVENTS_NAME!r}, timeout=seconds)",
-                ) from None
+        return await _names._call(
+            EVENTS_NAME, EventStore, budget_s, fn, args, kwargs, here=self.registry
+        )
 
     async def _flush(self) -> None:
         """Hand the buffer to the store of this scope in order, a batch at a time, forever.

@@ -831,6 +831,22 @@ async def test_a_nested_scope_update_waits_for_its_own_server_not_the_parent_one
         assert config.snapshot().version == 0
 
 
+async def test_status_in_a_nested_scope_never_answers_with_the_parent_server(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running():
+        await config.update("events.max_events", 9)  # the parent's server: version 1
+        async with (
+            trioscope.open_registry(),
+            trioscope.open_supervisor([config.config_spec(env={})]) as sup,
+        ):
+            assert (await config.status()).version == 0  # the inner server
+            await inner(sup).terminate_child("config")
+            with pytest.raises(trioscope.ServiceUnavailableError):
+                await config.status()
+            assert trio.current_time() == trioscope.DEFAULT_CALL_TIMEOUT_S
+
+
 async def test_a_server_without_a_home_in_its_own_scope_does_not_start() -> None:
     async with running(), trioscope.open_registry():
         with pytest.raises(trioscope.StartError) as info:

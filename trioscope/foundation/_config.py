@@ -62,7 +62,7 @@ import random
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from types import MappingProxyType
-from typing import Any, Final, Generic, TypeVar, overload
+from typing import Any, Final, Generic, TypeVar, cast, overload
 
 import attrs
 import trio
@@ -74,7 +74,7 @@ from .._errors import (
     ServiceCrashedError,
     ServiceUnavailableError,
 )
-from .._registry import current_registry
+from .._registry import _current_registry_or_none, current_registry
 from .._service import DEFAULT_CALL_TIMEOUT_S, DEFAULT_MAILBOX_SIZE, Service
 from .._supervisor import Strategy, Supervisor, supervisor_spec
 from . import _events
@@ -832,6 +832,23 @@ async def status() -> ConfigStatus:
         trioscope.ServiceUnavailableError: no config server took the call in time.
         trioscope.NoRegistryError: outside every registry scope.
     """
-    from .._names import call
+    from .._names import _call, call
 
+    registry = _current_registry_or_none()
+    home = registry.lookup_here(HOME_NAME) if registry is not None else None
+    if isinstance(home, ConfigHome):
+        # The server of this very scope: while it restarts, an enclosing scope's
+        # namesake must not answer for it.
+        return cast(
+            ConfigStatus,
+            await _call(
+                SERVER_NAME,
+                ConfigServer,
+                DEFAULT_CALL_TIMEOUT_S,
+                ConfigServer.status,
+                (),
+                {},
+                here=home.registry,
+            ),
+        )
     return await call(SERVER_NAME, ConfigServer.status)

@@ -102,3 +102,17 @@ def test_foundation_all_is_sorted_complete_and_reports_public_modules() -> None:
     # The client modules re-export only.
     for module in (foundation.config, foundation.events):
         assert module.__all__ == sorted(set(module.__all__), key=_isort_key)
+
+
+def test_type_hints_of_public_classes_resolve_after_the_module_rewrite() -> None:
+    """cattrs (and any user) reads annotations through typing.get_type_hints, which
+    looks names up in the module ``__module__`` names: the public one, after the rewrite."""
+    import typing
+
+    import trioscope.foundation as foundation
+
+    for module in (trioscope, foundation):
+        for name in module.__all__:
+            value = getattr(module, name)
+            if isinstance(value, type):
+                typing.get_type_hints(value)  # raises NameError if not resolved

@@ -27,6 +27,7 @@ from ._errors import StartError as StartError
 from ._errors import SupervisorClosedError as SupervisorClosedError
 from ._errors import TrioscopeError as TrioscopeError
 from ._errors import UnknownChildError as UnknownChildError
+from ._fixup import fixup_module_metadata
 from ._monitor import Down as Down
 from ._monitor import Monitor as Monitor
 from ._monitor import monitor as monitor
@@ -123,19 +124,5 @@ __all__ = [
 ]
 
 
-def _fixup_module_metadata() -> None:
-    # Tracebacks and reprs should say trioscope.ServiceCrashedError, not
-    # trioscope._errors.ServiceCrashedError (as Trio's fixup_module_metadata).
-    for name in __all__:
-        obj = globals()[name]
-        if getattr(obj, "__module__", "").startswith("trioscope._"):
-            try:
-                obj.__module__ = __name__
-            except (AttributeError, TypeError):
-                continue
-            if isinstance(obj, type):
-                obj.__qualname__ = name
-
-
-_fixup_module_metadata()
-del _fixup_module_metadata
+fixup_module_metadata(__name__, __all__, globals())
+del fixup_module_metadata

@@ -6,8 +6,7 @@ talks only to its own instances, side effects included. The public names are
 re-exported here; the implementation lives in private modules.
 """
 
-import attrs
-
+from .._fixup import fixup_module_metadata
 from . import config as config
 from . import events as events
 from ._config import ConfigChange as ConfigChange
@@ -85,22 +84,5 @@ __all__ = [
 ]
 
 
-def _fixup_module_metadata() -> None:
-    # Tracebacks and reprs say trioscope.foundation.Event, not ..._event.Event.
-    for name in __all__:
-        obj = globals()[name]
-        if getattr(obj, "__module__", "").startswith("trioscope.foundation._"):
-            if attrs.has(obj):
-                # String annotations resolve in the defining module's globals: resolve
-                # them now, while __module__ still names it (cattrs and schemas need them).
-                attrs.resolve_types(obj)
-            try:
-                obj.__module__ = __name__
-            except (AttributeError, TypeError):
-                continue
-            if isinstance(obj, type):
-                obj.__qualname__ = name
-
-
-_fixup_module_metadata()
-del _fixup_module_metadata
+fixup_module_metadata(__name__, __all__, globals())
+del fixup_module_metadata

@@ -87,6 +87,22 @@ def test_errors_derive_from_trioscope_error() -> None:
     assert not issubclass(trioscope.Rejected, trioscope.TrioscopeError)
 
 
+def test_telemetry_all_is_sorted_complete_and_reports_its_module() -> None:
+    from trioscope import telemetry
+
+    assert telemetry.__all__ == sorted(set(telemetry.__all__), key=_isort_key)
+    public = {
+        name
+        for name, value in vars(telemetry).items()
+        if not name.startswith("_") and not inspect.ismodule(value)
+    }
+    assert public == set(telemetry.__all__)
+    for name in telemetry.__all__:
+        value = getattr(telemetry, name)
+        if inspect.isclass(value) or inspect.isfunction(value):
+            assert value.__module__ == "trioscope.telemetry", name
+
+
 def test_foundation_all_is_sorted_complete_and_reports_public_modules() -> None:
     import trioscope.foundation as foundation
 
@@ -111,7 +127,7 @@ def test_type_hints_of_public_classes_resolve_after_the_module_rewrite() -> None
 
     import trioscope.foundation as foundation
 
-    for module in (trioscope, foundation):
+    for module in (trioscope, foundation, trioscope.telemetry):
         for name in module.__all__:
             value = getattr(module, name)
             if isinstance(value, type):

@@ -6,12 +6,15 @@ scopes, so test isolation falls out of nesting scopes. Everything public is
 re-exported here; the implementation lives in private modules.
 """
 
+from . import telemetry as telemetry
 from ._app import run as run
 from ._app import serve as serve
 from ._child_spec import DEFAULT_SHUTDOWN_S as DEFAULT_SHUTDOWN_S
 from ._child_spec import Backoff as Backoff
 from ._child_spec import ChildSpec as ChildSpec
 from ._child_spec import Restart as Restart
+from ._correlation import correlate as correlate
+from ._correlation import current_correlation_id as current_correlation_id
 from ._errors import AlreadyRegisteredError as AlreadyRegisteredError
 from ._errors import CallingSelfError as CallingSelfError
 from ._errors import CallTimeoutError as CallTimeoutError
@@ -106,6 +109,8 @@ __all__ = [
     "by_name",
     "call",
     "cast",
+    "correlate",
+    "current_correlation_id",
     "current_registry",
     "dynamic_supervisor_spec",
     "monitor",

@@ -34,10 +34,14 @@ def _resolve_annotations(cls: type) -> None:
 
 
 def fixup_module_metadata(
-    public: str, names: Iterable[str], namespace: Mapping[str, object]
+    public: str, names: Iterable[str], namespace: Mapping[str, object], private: str = ""
 ) -> None:
-    """Make each of *names* in *namespace* report module *public* (and its own name)."""
-    private = public + "._"
+    """Make each of *names* in *namespace* report module *public* (and its own name).
+
+    Only names defined in the modules under *private* (default: *public*'s own
+    private modules, ``public + "._"``) are rewritten.
+    """
+    private = private or public + "._"
     for name in names:
         obj = namespace[name]
         if not getattr(obj, "__module__", "").startswith(private):

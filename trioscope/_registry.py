@@ -24,7 +24,7 @@ import contextvars
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Final, final
+from typing import Any, Final, final
 
 import trio
 
@@ -33,6 +33,25 @@ from ._errors import AlreadyRegisteredError, NoRegistryError
 _current: Final[contextvars.ContextVar[Registry | None]] = contextvars.ContextVar(
     "trioscope_registry", default=None
 )
+
+
+class _TelemetryState:
+    """Process-wide facts that make `trioscope.telemetry.execute` nearly free.
+
+    ``attached`` counts handlers attached in open registries (zero: every
+    ``execute`` returns at once); ``version`` changes whenever any handler
+    table changes, so each registry knows when its cached view of the handlers
+    visible from it (its own and its visible parents') is stale.
+    """
+
+    __slots__ = ("attached", "version")
+
+    def __init__(self) -> None:
+        self.attached = 0
+        self.version = 0
+
+
+_telemetry: Final = _TelemetryState()
 
 RECENT_NAMES_KEPT: Final = 256
 """How many recently registered names each registry remembers after their release
@@ -51,7 +70,10 @@ class Registry:
         "_closed",
         "_entries",
         "_expected",
+        "_handlers",
         "_recent",
+        "_tcache",
+        "_tversion",
         "_watchers",
         "isolated",
         "namespace",
@@ -77,6 +99,11 @@ class Registry:
         # name -> (status, restart_at) of a supervised child that will register it again.
         self._expected: dict[str, tuple[str, float | None]] = {}
         self._closed = False
+        # Telemetry: handler id -> handler attached here; the cached view of every
+        # handler visible from here by event name, valid while _tversion matches.
+        self._handlers: dict[str, Any] = {}
+        self._tcache: dict[tuple[str, ...], tuple[Any, ...]] = {}
+        self._tversion = -1
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._entries)} names"
@@ -256,6 +283,11 @@ class Registry:
 
     def _close(self) -> None:
         self._closed = True
+        if self._handlers:
+            # A handler lasts as long as the scope it was attached in.
+            _telemetry.attached -= len(self._handlers)
+            _telemetry.version += 1
+            self._handlers.clear()
         self._expected.clear()
         names = list(self._entries)
         self._entries.clear()

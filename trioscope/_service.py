@@ -59,6 +59,7 @@ from ._child_spec import (
     _is_int,
     _Startable,
 )
+from ._correlation import _correlation, _mark_crash
 from ._errors import (
     CallingSelfError,
     CallTimeoutError,
@@ -71,7 +72,8 @@ from ._errors import (
 from ._exits import describe, read_exit
 from ._logging import wants
 from ._mailbox import _Mailbox
-from ._registry import Registry, _current_registry_or_none, _no_registry_error
+from ._registry import Registry, _current, _current_registry_or_none, _no_registry_error, _telemetry
+from ._telemetry import EventName, _dispatch, _table
 
 if sys.version_info >= (3, 11):
     from typing import Concatenate, ParamSpec, TypeVarTuple, Unpack
@@ -107,6 +109,18 @@ _OPTIONS: Final = (
     "init_kwargs",
 )
 _log = logging.getLogger("trioscope.service")
+_CALL_EVENTS: Final[tuple[EventName, EventName, EventName]] = (
+    ("trioscope", "call", "start"),
+    ("trioscope", "call", "stop"),
+    ("trioscope", "call", "exception"),
+)
+_CAST_EVENTS: Final[tuple[EventName, EventName, EventName]] = (
+    ("trioscope", "cast", "start"),
+    ("trioscope", "cast", "stop"),
+    ("trioscope", "cast", "exception"),
+)
+_STOP: Final = 1
+_EXCEPTION: Final = 2
 _incarnations = itertools.count(1)
 
 S = TypeVar("S", bound="Service")
@@ -403,7 +417,7 @@ _DONE: Final = 4
 
 
 class _Message:
-    __slots__ = ("args", "core", "fn", "kwargs", "parked", "result", "state", "task")
+    __slots__ = ("args", "core", "correlation", "fn", "kwargs", "parked", "result", "state", "task")
 
     def __init__(
         self,
@@ -421,6 +435,7 @@ class _Message:
         self.state = _QUEUED
         self.parked = False
         self.result: outcome.Outcome[Any] | None = None
+        self.correlation = _correlation.get()  # carried to the handler's execution
 
     def abort(self, _raise_cancel: object) -> Abort:
         # The caller is cancelled while parked: withdraw a queued message, abandon
@@ -478,6 +493,7 @@ class _Incarnation:
     __slots__ = (
         "_ended_event",
         "cls",
+        "context_registry",
         "current",
         "deferred",
         "handled",
@@ -495,6 +511,7 @@ class _Incarnation:
         "started_at",
         "status",
         "stop_reason",
+        "t0",
         "task",
     )
 
@@ -527,6 +544,10 @@ class _Incarnation:
         self.stop_reason: BaseException | bool | None = None
         self.owned: _Owned | None = None  # made by the first start_soon/send_after
         self.deferred: set[Deferred[Any]] | None = None  # unanswered deferred calls
+        # Telemetry: the registry of the service's own context (its events are
+        # executed there), and when the running handler began, if anyone listens.
+        self.context_registry: Registry | None = None
+        self.t0: float | None = None
 
     # -- callers' side --
 
@@ -797,15 +818,61 @@ class _Incarnation:
 
     def crashed(self, msg: _Message, exc: BaseException) -> None:
         self.handled += 1
-        crashed = ServiceCrashedError(self.label, getattr(msg.fn, "__name__", repr(msg.fn)))
+        handler = getattr(msg.fn, "__name__", repr(msg.fn))
+        _mark_crash(exc, self.label, handler, msg.correlation)
+        crashed = ServiceCrashedError(self.label, handler)
         crashed.__cause__ = exc
         _reply(msg, outcome.Error(crashed))
+        if self.t0 is not None:
+            self.handler_ended(msg, _EXCEPTION, {"kind": "crash", "reason": exc})
         self.crash_report(msg, exc)
 
     def killed(self, msg: _Message) -> None:
         # Cancelled (killed) or interrupted: the handler did not finish.
         error = ServiceUnavailableError(self.label, "it was killed while handling this call")
         _reply(msg, outcome.Error(error))
+        if self.t0 is not None:
+            self.handler_ended(msg, _EXCEPTION, {"kind": "killed", "reason": None})
+
+    # Telemetry around handlers: called only while some handler is attached
+    # somewhere (`_telemetry.attached`), so the loop pays one check otherwise.
+
+    def handler_began(self, msg: _Message) -> None:
+        """Execute *msg*'s start event; note the time if any event of its handler is wanted."""
+        reg = self.context_registry
+        if reg is None:
+            return
+        table = _table(reg)
+        names = _CALL_EVENTS if msg.task is not None else _CAST_EVENTS
+        start = table.get(names[0])
+        if start is None and names[1] not in table and names[2] not in table:
+            return
+        now = self.t0 = trio.current_time()
+        if start is not None:
+            measurements = {"monotonic_time": now, "mailbox_depth": self.mailbox.depth()}
+            _dispatch(start, names[0], measurements, self.event_metadata(msg))
+
+    def handler_ended(self, msg: _Message, which: int, extra: dict[str, object]) -> None:
+        """Execute *msg*'s stop (or exception) event, with *extra* metadata."""
+        t0 = self.t0
+        assert t0 is not None
+        self.t0 = None
+        assert self.context_registry is not None
+        name = (_CALL_EVENTS if msg.task is not None else _CAST_EVENTS)[which]
+        handlers = _table(self.context_registry).get(name)
+        if handlers:
+            now = trio.current_time()
+            metadata = self.event_metadata(msg)
+            metadata.update(extra)
+            _dispatch(handlers, name, {"duration": now - t0, "monotonic_time": now}, metadata)
+
+    def event_metadata(self, msg: _Message) -> dict[str, object]:
+        return {
+            "service": self.label,
+            "name": self.name,
+            "handler": getattr(msg.fn, "__name__", repr(msg.fn)),
+            "correlation_id": msg.correlation,
+        }
 
     def terminate_failed(self, error: BaseException, crash: BaseException | None) -> None:
         """Log an error raised by ``terminate`` (after *crash*, or on an orderly stop)."""
@@ -1175,6 +1242,7 @@ class _ServiceStart(_Startable[ServiceRef[S]], Generic[S]):
             registry._register(name, ref)
         reason: str | BaseException = "killed"
         core.task = current_task()
+        core.context_registry = _current.get()
         service._trioscope_core = core
         try:
             try:
@@ -1192,6 +1260,7 @@ class _ServiceStart(_Startable[ServiceRef[S]], Generic[S]):
             del task_status
             mailbox = core.mailbox
             msg: _Message | None = None
+            correlation = _correlation.get()
             try:
                 if core.owned is not None:
                     await core.owned.open()  # init started tasks
@@ -1215,11 +1284,19 @@ class _ServiceStart(_Startable[ServiceRef[S]], Generic[S]):
                         core.bad_arguments(msg, exc)
                         continue
                     core.current = msg
+                    if msg.correlation is not correlation:
+                        # The handler runs with its caller's correlation id.
+                        correlation = msg.correlation
+                        _correlation.set(correlation)
+                    if _telemetry.attached:
+                        core.handler_began(msg)
                     try:
                         result = await coro
                     except Rejected as exc:
                         core.current = None
                         core.rejected(msg, exc)
+                        if core.t0 is not None:
+                            core.handler_ended(msg, _STOP, {"rejected": exc})
                     except BaseException as exc:
                         # Raised again unchanged, whatever it is: a Cancelled in
                         # it belongs to the scope that is killing the service.
@@ -1232,6 +1309,8 @@ class _ServiceStart(_Startable[ServiceRef[S]], Generic[S]):
                             core.keep_deferred(msg, result)
                         else:
                             _reply(msg, outcome.Value(result))
+                        if core.t0 is not None:
+                            core.handler_ended(msg, _STOP, {"rejected": None})
                     del coro  # finished: not kept alive while idle
                     if core.owned is not None and core.owned.nursery is None:
                         await core.owned.open()  # the handler started tasks

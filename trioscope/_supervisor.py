@@ -62,6 +62,7 @@ from ._child_spec import (
     _is_number,
     _Startable,
 )
+from ._correlation import crash_origin
 from ._errors import (
     ChildStateError,
     MaxChildrenError,
@@ -74,7 +75,8 @@ from ._exits import describe as _describe
 from ._exits import read_exit
 from ._logging import wants
 from ._names import _expect_restart, _unexpect_restart
-from ._registry import _current_registry_or_none, _no_registry_error
+from ._registry import _current_registry_or_none, _no_registry_error, _telemetry
+from ._telemetry import EventName, _dispatch, _handlers_for
 
 if TYPE_CHECKING:
     from trio.lowlevel import Task
@@ -90,6 +92,19 @@ JITTER_RANDOM: Final = random.Random()
 
 Tests register it with ``hypothesis.register_random`` so that failures replay.
 """
+
+
+_CHILD_START: Final[EventName] = ("trioscope", "child", "start")
+_CHILD_EXIT: Final[EventName] = ("trioscope", "child", "exit")
+_CHILD_RESTART: Final[EventName] = ("trioscope", "child", "restart")
+_CHILD_BACKOFF: Final[EventName] = ("trioscope", "child", "backoff")
+_GIVE_UP: Final[EventName] = ("trioscope", "supervisor", "give_up")
+_AUTO_SHUTDOWN_EVENT: Final[EventName] = ("trioscope", "supervisor", "auto_shutdown")
+
+
+def _correlation_of(error: BaseException | None) -> str | None:
+    origin = crash_origin(error)
+    return origin[2] if origin is not None else None
 
 
 class Strategy(enum.Enum):
@@ -154,6 +169,7 @@ _RESTART: Final = 2
 class _Child:
     __slots__ = (
         "attempt",
+        "cause",
         "key",
         "order",
         "restart_at",
@@ -176,6 +192,8 @@ class _Child:
         self.run: _Run | None = None
         self.started_at = 0.0
         self.restart_at: float | None = None
+        # For telemetry: the exit that made it restart (child id, correlation id).
+        self.cause: tuple[str, str | None] | None = None
 
 
 class _Run:
@@ -728,6 +746,7 @@ class Supervisor:
         if child.status != "restarting":
             child.status = "starting"
         child.restart_at = None
+        spawned = trio.current_time() if _telemetry.attached else 0.0
         self._nursery.start_soon(self._run_child, run, name=child.spec.id)
         self._waiting_on = run
         while not run.done and not run.was_started:
@@ -746,6 +765,12 @@ class Supervisor:
             child.status = "running"
             child.value = run.value
             child.started_at = trio.current_time()
+            if _telemetry.attached:
+                self._event(
+                    _CHILD_START,
+                    {"duration": child.started_at - spawned, "restarts": child.restarts},
+                    child,
+                )
             if _log.isEnabledFor(logging.INFO):
                 _log.info(
                     "supervisor %r started child %r (restarts %d)",
@@ -969,6 +994,8 @@ class Supervisor:
         if run.interrupted:
             child.status = "stopped"  # never restarted: the tree is stopping
             return
+        if _telemetry.attached:
+            self._exit_event(child, error)
         if error is not None:
             if wants(_log, logging.ERROR):
                 _log.error(
@@ -1012,6 +1039,8 @@ class Supervisor:
         else:
             child.status = "stopped"
         if spec.significant and self._auto_shutdown_due():
+            if _telemetry.attached:
+                self._event(_AUTO_SHUTDOWN_EVENT, {}, child)
             _log.info(
                 "supervisor %r stops (auto_shutdown=%s): significant child %r ended",
                 self.id,
@@ -1049,6 +1078,14 @@ class Supervisor:
                 self.id, child.spec.id, self.max_restarts, self.max_seconds
             )
             give_up.__cause__ = error
+            if _telemetry.attached:
+                self._event(
+                    _GIVE_UP,
+                    {"max_restarts": self.max_restarts, "max_seconds": self.max_seconds},
+                    child,
+                    reason=give_up,
+                    correlation_id=_correlation_of(error),
+                )
             _log.error(
                 "supervisor %r gives up: more than %d restarts in %g s (last: child %r)",
                 self.id,
@@ -1097,9 +1134,19 @@ class Supervisor:
             delay = backoff.delay(child.attempt, self._rng)
             child.attempt += 1
         restart_at = now + delay
+        cause = (child.spec.id, _correlation_of(error)) if _telemetry.attached else None
         for member in group:
             member.status = "backoff" if delay > 0 else "restarting"
             member.restart_at = restart_at
+            member.cause = cause
+            if delay > 0 and cause is not None:
+                self._event(
+                    _CHILD_BACKOFF,
+                    {"delay": delay, "restart_at": restart_at},
+                    member,
+                    cause=cause[0],
+                    correlation_id=cause[1],
+                )
             self._pending[member] = None
             _expect_restart(
                 self._registry, member.spec, member.status, restart_at if delay > 0 else None
@@ -1120,6 +1167,15 @@ class Supervisor:
             child.status = "restarting"  # while the attempt runs, too
             _expect_restart(self._registry, child.spec, "restarting", None)
         child.restarts += 1
+        if _telemetry.attached:
+            cause = child.cause or (child.spec.id, None)
+            self._event(
+                _CHILD_RESTART,
+                {"restarts": child.restarts},
+                child,
+                cause=cause[0],
+                correlation_id=cause[1],
+            )
         if _log.isEnabledFor(logging.INFO):
             _log.info(
                 "supervisor %r restarts child %r (restart %d)",
@@ -1139,6 +1195,39 @@ class Supervisor:
         if not run.was_started and not run.abandoned and not self._stopping:
             # A failed restart is another failure of that child.
             await self._on_failure(child, self._start_failure(run), ran=False)
+
+    # -- telemetry (only called while a handler is attached somewhere) ----
+
+    def _event(
+        self,
+        name: EventName,
+        measurements: dict[str, float],
+        child: _Child,
+        **metadata: object,
+    ) -> None:
+        handlers = _handlers_for(self._registry, name)
+        if handlers:
+            metadata["supervisor"] = self.id
+            metadata["child"] = child.spec.id
+            metadata.setdefault("correlation_id", None)
+            _dispatch(handlers, name, measurements, metadata)
+
+    def _exit_event(self, child: _Child, error: BaseException | None) -> None:
+        handlers = _handlers_for(self._registry, _CHILD_EXIT)
+        if not handlers:
+            return
+        origin = crash_origin(error)
+        service, handler, cid = origin if origin is not None else (None, None, None)
+        metadata = {
+            "supervisor": self.id,
+            "child": child.spec.id,
+            "reason": error,
+            "service": service,
+            "handler": handler,
+            "correlation_id": cid,
+        }
+        uptime = trio.current_time() - child.started_at
+        _dispatch(handlers, _CHILD_EXIT, {"uptime": uptime}, metadata)
 
     # -- stopping --------------------------------------------------------
 

@@ -19,6 +19,8 @@ from typing import Protocol, TypeAlias
 
 import attrs
 
+from .._correlation import current_correlation_id
+
 JSON: TypeAlias = bool | int | float | str | list["JSON"] | dict[str, "JSON"] | None
 """A JSON-compatible value: what an event's ``data`` may hold (finite floats only)."""
 
@@ -76,8 +78,12 @@ class Event:
     data: Mapping[str, JSON] = attrs.field(factory=dict, validator=_check_data)
     """JSON-compatible details (str keys; None, bool, int, finite float, str,
     lists and dicts of these), checked and size-limited by the store."""
-    correlation_id: str | None = attrs.field(default=None, validator=_check_optional_str)
-    """Ties together the events of one request or operation."""
+    correlation_id: str | None = attrs.field(
+        factory=current_correlation_id, validator=_check_optional_str
+    )
+    """Ties together the events of one request or operation. By default, the
+    current task's (`trioscope.correlate`): an event built while handling a
+    request belongs to it, with nothing to pass along."""
     parent_id: int | None = attrs.field(default=None, validator=_check_parent)
     """The id of the stored event that caused this one (for causal chains)."""
     id: int = attrs.field(default=0, validator=_check_count)

@@ -127,6 +127,7 @@ from ._event import JSON, Backend, Event
 from ._home import Home, find_home, home_spec
 from ._memory import MemoryBackend
 from ._subscription import Hub, Subscription
+from ._trail import keep_trail
 
 __all__ = [
     "DEFAULT_CLIENT_BUFFER",
@@ -862,6 +863,7 @@ class EventsHome(Home):
 
     async def started(self) -> None:
         self.start_soon(self._flush)
+        self.start_soon(keep_trail, self)
 
     async def aclose(self) -> None:
         self.hub.close()

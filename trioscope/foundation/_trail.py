@@ -1,0 +1,204 @@
+"""The crash trail: crashes, restarts, backoffs and give-ups, stored as events.
+
+While an event store runs in a scope, its home attaches one telemetry handler
+(`TRAIL_HANDLER_ID`) to the core's crash and restart events in that scope,
+and stores each as an `Event` through the write buffer (`store_nowait`'s
+path: never blocking the supervisor or service that emitted it, and riding
+through a restart of the store itself). Each carries the correlation id of
+the request whose call crashed the service (`trioscope.correlate`), so::
+
+    await events.query(correlation_id=request_id)
+
+answers which request crashed a service, in which handler, with which
+exception chain, and what each supervisor did about it: restart, back off
+until when, or give up (and then what its own supervisor did). No OTP
+report links a crash to the request that caused it: `logger` crash reports
+name the last message, not who sent it or why.
+
+Event types (``data`` keys; times as everywhere in the event store):
+
+``trioscope.crash``
+    A handler crashed its service: ``service``, ``name``, ``handler``,
+    ``exception`` (the chain, below), ``duration_s`` (how long the handler ran).
+``trioscope.child.exit``
+    A child ended with an error by itself: ``supervisor``, ``child``,
+    ``service`` and ``handler`` (when a handler crash was the cause, else
+    null), ``exception``, ``uptime_s``.
+``trioscope.child.backoff``
+    A restart waits: ``supervisor``, ``child``, ``cause`` (the child whose exit
+    caused it), ``delay_s``, ``until_wall_ns`` (when it will restart, on the
+    wall clock).
+``trioscope.child.restart``
+    A restart attempt begins: ``supervisor``, ``child``, ``cause``, ``restarts``.
+``trioscope.supervisor.give_up``
+    Restart intensity exceeded: ``supervisor``, ``child`` (the last to fail),
+    ``max_restarts``, ``max_seconds``, ``exception``. What happens next is the
+    ``trioscope.child.exit`` of that supervisor in its own parent.
+
+An exception chain is a list, outermost first, of ``{"type": qualified name,
+"message": str(exc)}`` following ``__cause__`` (else ``__context__``, unless
+suppressed); an exception group adds ``"group": number of members`` and the
+chain goes on into its first member. At most `CHAIN_LIMIT` entries, each
+message cut to `MESSAGE_LIMIT` characters.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Final
+
+import trio
+
+from .. import telemetry
+from ._errors import EventBufferFullError
+from ._event import JSON, Event
+
+if TYPE_CHECKING:
+    from ._events import EventsHome
+
+__all__ = ["CHAIN_LIMIT", "MESSAGE_LIMIT", "TRAIL_HANDLER_ID", "exception_chain"]
+
+_log = logging.getLogger("trioscope.foundation.events")
+
+TRAIL_HANDLER_ID: Final = "trioscope.foundation.crash_trail"
+"""The id of the crash trail's telemetry handler in the event store's scope."""
+CHAIN_LIMIT: Final = 16
+"""Exceptions recorded at most in one chain."""
+MESSAGE_LIMIT: Final = 500
+"""Characters kept of each exception's message."""
+
+_CALL_EXCEPTION: Final = ("trioscope", "call", "exception")
+_CAST_EXCEPTION: Final = ("trioscope", "cast", "exception")
+_EXIT: Final = ("trioscope", "child", "exit")
+_RESTART: Final = ("trioscope", "child", "restart")
+_BACKOFF: Final = ("trioscope", "child", "backoff")
+_GIVE_UP: Final = ("trioscope", "supervisor", "give_up")
+TRAIL_EVENTS: Final = (_CALL_EXCEPTION, _CAST_EXCEPTION, _EXIT, _RESTART, _BACKOFF, _GIVE_UP)
+
+
+def exception_chain(exc: BaseException | None) -> list[JSON]:
+    """*exc* and what it was raised from, as JSON-compatible data (see the module doc)."""
+    chain: list[JSON] = []
+    seen: set[int] = set()
+    current = exc
+    while current is not None and len(chain) < CHAIN_LIMIT and id(current) not in seen:
+        seen.add(id(current))
+        kind = type(current)
+        entry: dict[str, JSON] = {
+            "type": f"{kind.__module__}.{kind.__qualname__}",
+            "message": str(current)[:MESSAGE_LIMIT],
+        }
+        members = getattr(current, "exceptions", None)
+        nxt: BaseException | None
+        if isinstance(members, tuple) and members and isinstance(members[0], BaseException):
+            entry["group"] = len(members)
+            nxt = members[0]
+        elif current.__cause__ is not None:
+            nxt = current.__cause__
+        elif current.__context__ is not None and not current.__suppress_context__:
+            nxt = current.__context__
+        else:
+            nxt = None
+        chain.append(entry)
+        current = nxt
+    return chain
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+async def keep_trail(home: EventsHome) -> None:
+    """Keep the crash trail's handler attached in the current scope (the home's) until cancelled.
+
+    A task of the events home: when the home stops, however it stops, the
+    handler is detached with it, so a home killed outright leaves no handler
+    writing into its dead buffer.
+    """
+    with telemetry.attached(TRAIL_HANDLER_ID, TRAIL_EVENTS, _recorder(home)):
+        await trio.sleep_forever()
+
+
+def _recorder(home: EventsHome) -> telemetry.Handler:
+
+    def record(
+        event: telemetry.EventName,
+        measurements: Mapping[str, float],
+        metadata: Mapping[str, object],
+    ) -> None:
+        if event == _EXIT:
+            if metadata.get("reason") is None:
+                return  # a normal exit is no crash
+            kind = "trioscope.child.exit"
+            data: dict[str, JSON] = {
+                "supervisor": _text(metadata.get("supervisor")),
+                "child": _text(metadata.get("child")),
+                "service": _text(metadata.get("service")),
+                "handler": _text(metadata.get("handler")),
+                "exception": exception_chain(_error(metadata.get("reason"))),
+                "uptime_s": float(measurements.get("uptime", 0.0)),
+            }
+        elif event in (_CALL_EXCEPTION, _CAST_EXCEPTION):
+            if metadata.get("kind") != "crash":
+                return  # killed while it ran: the supervisor's stop, no crash
+            kind = "trioscope.crash"
+            data = {
+                "service": _text(metadata.get("service")),
+                "name": _text(metadata.get("name")),
+                "handler": _text(metadata.get("handler")),
+                "exception": exception_chain(_error(metadata.get("reason"))),
+                "duration_s": float(measurements.get("duration", 0.0)),
+            }
+        elif event == _RESTART:
+            kind = "trioscope.child.restart"
+            data = {
+                "supervisor": _text(metadata.get("supervisor")),
+                "child": _text(metadata.get("child")),
+                "cause": _text(metadata.get("cause")),
+                "restarts": int(measurements.get("restarts", 0)),
+            }
+        elif event == _BACKOFF:
+            kind = "trioscope.child.backoff"
+            delay = float(measurements.get("delay", 0.0))
+            data = {
+                "supervisor": _text(metadata.get("supervisor")),
+                "child": _text(metadata.get("child")),
+                "cause": _text(metadata.get("cause")),
+                "delay_s": delay,
+                "until_wall_ns": time.time_ns() + round(delay * 1e9),
+            }
+        else:
+            kind = "trioscope.supervisor.give_up"
+            data = {
+                "supervisor": _text(metadata.get("supervisor")),
+                "child": _text(metadata.get("child")),
+                "max_restarts": int(measurements.get("max_restarts", 0)),
+                "max_seconds": float(measurements.get("max_seconds", 0.0)),
+                "exception": exception_chain(_error(metadata.get("reason"))),
+            }
+        cid = metadata.get("correlation_id")
+        _store(home, Event(kind, data, correlation_id=cid if isinstance(cid, str) else None))
+
+    return record
+
+
+def _error(value: object) -> BaseException | None:
+    return value if isinstance(value, BaseException) else None
+
+
+def _store(home: EventsHome, event: Event) -> None:
+    from ._events import _Bad, _precheck, _with_data
+
+    try:
+        data = _precheck(event, home.settings.max_data_bytes)
+    except _Bad as exc:
+        # Only a message too long for max_data_bytes can get here: say so, never raise.
+        home.rejected(1)
+        _log.warning("crash trail event %s not stored: %s", event.type, exc)
+        return
+    try:
+        home.put(_with_data(event, data))
+    except EventBufferFullError:
+        pass  # counted by the buffer (overflow_total, and its telemetry event)

@@ -20,6 +20,8 @@ MODULES = [
     "trioscope._monitor",
     "trioscope._task_supervisor",
     "trioscope._app",
+    "trioscope._correlation",
+    "trioscope.telemetry",
     "trioscope.foundation._config",
     "trioscope.foundation._event",
     "trioscope.foundation._events",

@@ -191,6 +191,17 @@ def test_exception_chains_follow_causes_groups_and_stop_at_the_limit() -> None:
     assert len(exception_chain(deep)) == CHAIN_LIMIT
     assert exception_chain(None) == []
 
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    assert exception_chain(Unprintable()) == [
+        {
+            "type": f"{__name__}.{Unprintable.__qualname__}",
+            "message": "<unprintable Unprintable: __str__ raised RuntimeError>",
+        }
+    ]
+
 
 try:
     ExceptionGroupCompat = ExceptionGroup

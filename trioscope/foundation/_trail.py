@@ -88,7 +88,7 @@ def exception_chain(exc: BaseException | None) -> list[JSON]:
         kind = type(current)
         entry: dict[str, JSON] = {
             "type": f"{kind.__module__}.{kind.__qualname__}",
-            "message": str(current)[:MESSAGE_LIMIT],
+            "message": _message(current)[:MESSAGE_LIMIT],
         }
         members = getattr(current, "exceptions", None)
         nxt: BaseException | None
@@ -104,6 +104,15 @@ def exception_chain(exc: BaseException | None) -> list[JSON]:
         chain.append(entry)
         current = nxt
     return chain
+
+
+def _message(exc: BaseException) -> str:
+    # The handler must never raise (it would be detached): an exception whose
+    # __str__ fails is still recorded, by its type.
+    try:
+        return str(exc)
+    except Exception as failure:  # any failure of a user's __str__
+        return f"<unprintable {type(exc).__name__}: __str__ raised {type(failure).__name__}>"
 
 
 def _text(value: object) -> str | None:

@@ -654,7 +654,7 @@ def notes(res: dict[str, Any], cfg: dict[str, Any], with_otp: bool, otp_missing:
             for part, sections in (
                 (
                     "Medians over interleaved repetitions",
-                    ("rates", "lookups", "memory", "foundation"),
+                    ("rates", "lookups", "memory", "foundation", "telemetry"),
                 ),
                 (
                     f"restart latency over {cfg['restart_samples']:,} crashes per scenario "
@@ -993,3 +993,148 @@ def stream_table(st: dict[str, Any] | None, misses: list[str]) -> list[str]:
         f"{steady / max(st['steady_held'], 1):,.0f} B per event (indexes included).",
         "",
     ]
+
+
+# -- telemetry (issue 10) ---------------------------------------------------------------
+
+TELEMETRY_EXECUTE_TARGET = 500_000  # executes per second with one handler attached
+# Allowed growth of call round trips and restart latency (issue 10): with no handler
+# attached (against the code before telemetry; judged in instructions, bench/instructions.py)
+# and with the TelemetryService attached.
+TELEMETRY_LIMITS = {"none": 0.05, "elsewhere": 0.05, "handler": None, "service": 0.15}
+TELEMETRY_MODES = {
+    "none": "no handler attached anywhere",
+    "elsewhere": "a handler attached in a sibling scope only",
+    "handler": "one no-op handler on call start/stop, in scope",
+    "service": "the TelemetryService running in scope",
+}
+
+
+def _per_op_fine(seconds: float) -> str:
+    """Time per operation with nanoseconds below a microsecond, and the rate."""
+    if seconds < 1e-6:
+        return f"{seconds * 1e9:.0f} ns ({fmt_rate(1 / seconds)})"
+    return per_op(seconds)
+
+
+def _vs(value: float, base: float) -> str:
+    return f"{value / base - 1:+.1%}"
+
+
+def telemetry_tables(res: dict[str, Any]) -> list[str]:
+    """Telemetry's figures: `execute` beside a plain call, calls and restarts beside theirs."""
+    tl = res.get("telemetry")
+    if not tl:
+        return []
+    ex, cl, rs = tl["execute"], tl["calls"], tl["restart"]
+    floor = ex["floor_call"]["per_op"]
+    floor_cell = f"{_per_op_fine(floor)} plain call `noop(event, measurements, metadata)`"
+    t = Table("Telemetry `execute` (issue 10)", "Floor, same run", "trioscope", "÷ floor", "Target")
+    for key, label, target in (
+        ("execute_none", "No handler attached anywhere", None),
+        (
+            "execute_elsewhere",
+            "A handler attached in a sibling scope only (table looked up, nothing found)",
+            None,
+        ),
+        ("execute_handler", "One no-op handler attached in this scope", TELEMETRY_EXECUTE_TARGET),
+        (
+            "execute_service",
+            "The TelemetryService's handler, emitter's cost (copied into its buffer)",
+            None,
+        ),
+        (
+            "execute_service_e2e",
+            "The TelemetryService, end to end (its aggregation of every event included)",
+            None,
+        ),
+    ):
+        entry = ex.get(key)
+        if entry is None:
+            t.row(label, floor_cell, "skipped", NA, NA)
+            continue
+        v = entry["per_op"]
+        goal = "—"
+        if target is not None:
+            goal = f"≥ {fmt_rate(target)}: {met(1 / v >= target, f'{1 - v * target:.0%} short')}"
+        t.row(label, floor_cell, _per_op_fine(v), f"{v / floor:.2f}x time", goal)
+
+    fresh, persistent = cl["floor_fresh"]["per_op"], cl["floor_persistent"]["per_op"]
+    c = Table(
+        "Round trip, telemetry attached",
+        "Floor, same run",
+        "trioscope",
+        "÷ floor",
+        "vs no handler (same run)",
+        "Limit (issue 10)",
+    )
+    for prefix, what in (("call", "`ref.call`"), ("by_name", "`trioscope.call(name, ...)`")):
+        base = cl.get(f"{prefix}_none")
+        for mode, label in TELEMETRY_MODES.items():
+            entry = cl.get(f"{prefix}_{mode}")
+            if entry is None:
+                c.row(f"{what}, {label}", NA, "skipped", NA, NA, NA)
+                continue
+            v = entry["per_op"]
+            limit = TELEMETRY_LIMITS[mode]
+            c.row(
+                f"{what}, {label}",
+                f"{per_op(fresh)} request/reply, fresh reply channel",
+                per_op(v),
+                f"{v / fresh:.2f}x time ({v / persistent:.2f}x persistent)",
+                "—" if mode == "none" or base is None else _vs(v, base["per_op"]),
+                "—" if limit is None else f"≤ +{limit:.0%} vs before telemetry",
+            )
+
+    r = Table(
+        "Restart, ONE_FOR_ONE, crash to new incarnation ready (NullHandler logging)",
+        "median / p99",
+        "÷ leanest floor",
+        "vs no handler (same run)",
+        "Limit (issue 10)",
+    )
+    lean = min(("floor-soon", "floor"), key=lambda k: rs[k]["median"])
+    for key, label in (
+        ("floor-soon", "Floor: hand-rolled, the manager `start_soon`s the new worker"),
+        ("floor", "Floor: hand-rolled, the manager `nursery.start`s the new worker"),
+    ):
+        r.row(
+            label + (" (leanest)" if key == lean else ""),
+            f"{fmt_us(rs[key]['median'])} / {fmt_us(rs[key]['p99'])}",
+            f"{rs[key]['median'] / rs[lean]['median']:.2f}x",
+            "—",
+            "—",
+        )
+    base_r = rs.get("scope-none")
+    for mode, label in TELEMETRY_MODES.items():
+        if mode == "handler":
+            continue
+        entry = rs.get(f"scope-{mode}")
+        if entry is None:
+            r.row(f"trioscope, {label}", "skipped", NA, NA, NA)
+            continue
+        limit = TELEMETRY_LIMITS[mode]
+        r.row(
+            f"trioscope, {label}",
+            f"{fmt_us(entry['median'])} / {fmt_us(entry['p99'])}",
+            f"{entry['median'] / rs[lean]['median']:.2f}x",
+            "—" if mode == "none" or base_r is None else _vs(entry["median"], base_r["median"]),
+            "—" if limit is None else f"≤ +{limit:.0%} vs before telemetry",
+        )
+
+    lines = [*t.lines, "", *c.lines, "", *r.lines, ""]
+    if tl.get("service_missing"):
+        lines.append(f"- TelemetryService rows skipped: {tl['service_missing']}.")
+    elif "dropped" in tl:
+        lines.append(
+            f"- Events the TelemetryService dropped (buffer full) in these runs: {tl['dropped']:,}"
+            + (" (the figures include its cheaper drop path)." if tl["dropped"] else ".")
+        )
+    lines.append(
+        "- The limits compare with the code before telemetry, which one run cannot hold: "
+        "this VM's wall-clock drift (±20-50% between runs) is far above 5%, so the "
+        "no-handler limit is judged in instructions (`bench/instructions.py`, "
+        "docs/performance.md); the `vs no handler` column is this run's overhead of each "
+        "attachment over the no-handler row."
+    )
+    return lines

@@ -3,6 +3,7 @@
     python bench/run.py            # the full run (3 to 4 minutes on 2 cores)
     python bench/run.py --quick    # a smoke run with small sizes (under half a minute)
     python bench/run.py --only restart            # one section (or several, comma-separated)
+    python bench/run.py --only telemetry          # issue 10's figures (about 2 minutes)
     python bench/run.py --baseline bench/baseline-7af780f.json   # and compare with a previous run
     nox -s bench                   # the full run, in a Python 3.13 venv with triotp==0.3.1
     nox -s bench -- --quick        # arguments after -- go to run.py
@@ -42,6 +43,14 @@ What is measured (see docs/performance.md for the interpretation):
    each beside a plain-Trio (or plain-Python, plain-``sqlite3``) floor from
    the same run, with the ElixirScope seeds' figures as the floor to beat.
    About 2 minutes on its own: ``--only foundation``.
+7. Telemetry (issue 10, ``bench/telemetry.py``): ``telemetry.execute`` with no
+   handler anywhere, with one only in a sibling scope, with one no-op handler
+   in scope and with the TelemetryService, beside a plain Python call of the
+   handler's signature; ``ref.call`` and call by name, and restart latency,
+   with the same attachments, beside the request/reply and restart floors.
+   The TelemetryService rows run once ``trioscope.foundation.telemetry``
+   exists. ``bench/instructions.py`` counts the instructions of the same
+   calls and restarts (valgrind), which judge the 5% limit. ``--only telemetry``.
 
 Method: rate benchmarks are interleaved (every repetition runs each
 benchmark once, in a rotating order, each in a fresh ``trio.run``) after a
@@ -56,6 +65,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import gc
 import hashlib
 import json
@@ -117,6 +127,14 @@ FULL = {
         "stream_max": 10_000,
         "stream_every": 50_000,  # one reading per this many events
     },
+    "telemetry": {
+        "execute_n": 300_000,  # telemetry.execute per repetition, and its floor
+        "calls_n": 10_000,  # round trips per repetition, and the floors
+        "reps": 7,
+        "restart_samples": 2_000,  # per scenario, in `restart_chunks` interleaved chunks
+        "restart_chunks": 4,
+        "restart_warmup": 50,
+    },
 }
 QUICK = {
     "rate_n": 2_000,
@@ -145,6 +163,14 @@ QUICK = {
         "stream_total": 100_000,
         "stream_max": 2_000,
         "stream_every": 10_000,
+    },
+    "telemetry": {
+        "execute_n": 30_000,
+        "calls_n": 2_000,
+        "reps": 3,
+        "restart_samples": 200,
+        "restart_chunks": 2,
+        "restart_warmup": 10,
     },
 }
 
@@ -350,6 +376,83 @@ def foundation_section(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _per_op(samples: dict[str, list[float]], n: int) -> dict[str, Any]:
+    return {
+        key: {"per_op": median([e / n for e in v]), "samples": [e / n for e in v], "n": n}
+        for key, v in samples.items()
+    }
+
+
+def telemetry_section(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Telemetry (issue 10): `execute`, and instrumented calls and restarts, beside their floors.
+
+    The TelemetryService rows run when ``trioscope.foundation.telemetry``
+    exists; otherwise the report says they were skipped.
+    """
+    import telemetry as tb
+
+    t = cfg["telemetry"]
+    reps = t["reps"]
+    missing = tb.service_missing()
+    modes = [m for m in tb.MODES if m != "service" or missing is None]
+    if missing:
+        log(f"telemetry: the TelemetryService rows are skipped: {missing}")
+    out: dict[str, Any] = {"service_missing": missing, "modes": modes}
+
+    log("telemetry: execute throughput ...")
+    n = t["execute_n"]
+    execs: dict[str, Callable[[int], Any]] = {"floor_call": tb.floor_call}
+    for mode in modes:
+        execs[f"execute_{mode}"] = functools.partial(run_trio, tb.execute_in, mode)
+    if missing is None:
+        execs["execute_service_e2e"] = lambda n: run_trio(
+            functools.partial(tb.execute_service, end_to_end=True), n
+        )
+    out["execute"] = _per_op(interleaved(execs, n, reps, n // 10), n)
+
+    log("telemetry: calls (ref.call, call by name) with each kind of attachment ...")
+    n = t["calls_n"]
+    calls: dict[str, Callable[[int], Any]] = {
+        "floor_fresh": lambda n: run_trio(raw.pingpong_fresh, n),
+        "floor_persistent": lambda n: run_trio(raw.pingpong_persistent, n),
+    }
+    for mode in modes:
+        calls[f"call_{mode}"] = functools.partial(run_trio, tb.calls_in, mode, scope.call)
+        calls[f"by_name_{mode}"] = functools.partial(
+            run_trio, tb.calls_in, mode, scope.call_by_name
+        )
+    out["calls"] = _per_op(interleaved(calls, n, reps, max(n // 5, 100)), n)
+
+    log("telemetry: restart latency with and without handlers ...")
+    impls: dict[str, Callable[[int, int], Awaitable[tuple[list[float], int]]]] = {
+        "floor-soon": raw.restart_latency_soon,
+        "floor": raw.restart_latency,
+    }
+    for mode in modes:
+        if mode != "handler":
+            impls[f"scope-{mode}"] = functools.partial(tb.restarts_in, mode, scope.restart_latency)
+    chunks = t["restart_chunks"]
+    per_chunk = t["restart_samples"] // chunks
+    warm = t["restart_warmup"]
+    durations: dict[str, list[float]] = {key: [] for key in impls}
+    keys = list(impls)
+    for chunk in range(chunks):
+        for key in keys[chunk % len(keys) :] + keys[: chunk % len(keys)]:
+            got, _ = run_trio(impls[key], per_chunk + warm, 0)
+            durations[key].extend(got[warm:])
+    out["restart"] = {
+        key: {
+            "median": median(v),
+            "p90": percentile(v, 90),
+            "p99": percentile(v, 99),
+            "samples": len(v),
+        }
+        for key, v in durations.items()
+    }
+    out["dropped"] = sum(tb.dropped)
+    return out
+
+
 # -- scale scenarios, each in a fresh interpreter -------------------------------------
 
 SCENARIOS: dict[str, Callable[[int, str], Awaitable[dict[str, Any]]]] = {}
@@ -540,6 +643,7 @@ SECTIONS: dict[str, Callable[[dict[str, Any], bool, argparse.Namespace], Any]] =
     "restart": lambda cfg, with_otp, args: restarts(cfg, with_otp),
     "scale": lambda cfg, with_otp, args: scale(cfg, with_otp, args.triotp_100k),
     "foundation": lambda cfg, with_otp, args: foundation_section(cfg),
+    "telemetry": lambda cfg, with_otp, args: telemetry_section(cfg),
 }
 
 
@@ -578,6 +682,7 @@ def render(res: dict[str, Any], baseline: tuple[dict[str, Any], str] | None = No
         report.main_table(res, res["with_otp"]),
         report.restart_table(res, res["with_otp"]),
         report.foundation_tables(res),
+        report.telemetry_tables(res),
     ]
     if baseline is not None:
         parts.append(report.baseline_table(res, *baseline))

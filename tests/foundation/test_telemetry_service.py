@@ -17,11 +17,17 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import trioscope
 from trioscope import telemetry as core
-from trioscope.foundation import _telemetry as telemetry_module
 from trioscope.foundation import (
+    Event,
+    EventBufferFullError,
+    EventRejected,
+    SubscriptionOverflowError,
     config,
+    events,
     telemetry,
 )
+from trioscope.foundation import _telemetry as telemetry_module
+from trioscope.foundation._events import event_store_spec
 from trioscope.foundation._home import find_home
 
 
@@ -580,6 +586,49 @@ async def test_calls_and_restarts_of_services(autojump_clock: trio.testing.MockC
     assert value(snap, "trioscope.call.exception.count", **crash) == 1
     restarts = snap.metric("trioscope.child.restart.count").series
     assert [(s.tags["child"], s.value) for s in restarts] == [("worker", 1)]
+
+
+async def test_the_config_server_counts_updates_and_resets(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running(config.config_spec(env={}), telemetry.telemetry_spec()):
+        await config.update("events.max_events", 500)
+        await config.update("events.max_events", 600)
+        await config.update("telemetry.window_s", 30.0)
+        await config.reset()
+        snap = await telemetry.snapshot()
+    assert value(snap, "trioscope.config.update.count", path="events.max_events") == 2
+    assert value(snap, "trioscope.config.update.count", path="telemetry.window_s") == 1
+    assert value(snap, "trioscope.config.reset.count") == 1
+
+
+async def test_the_event_store_counts_stored_pruned_rejected_and_overflow(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running(event_store_spec(client_buffer=2), telemetry.telemetry_spec()):
+        await events.store(Event("a", {}))
+        await events.store_batch([Event("b", {}), Event("b", {}), Event("b", {})])
+        with pytest.raises(EventRejected):
+            await events.store_batch([Event("c", {}), Event("c", {"x": object()})])  # both
+        with pytest.raises(EventRejected):
+            events.store_nowait(Event("c", {"x": object()}))
+        assert await events.prune_before(2**62) == 4
+        events.store_nowait(Event("d", {}))
+        events.store_nowait(Event("d", {}))
+        with pytest.raises(EventBufferFullError):
+            events.store_nowait(Event("d", {}))
+        await trio.testing.wait_all_tasks_blocked()  # the two buffered ones are flushed
+        async with events.subscribe(buffer=1) as slow:
+            await events.store_batch([Event("e", {}), Event("e", {})])
+            with pytest.raises(SubscriptionOverflowError):
+                async for _ in slow:
+                    pass
+        snap = await telemetry.snapshot()
+    assert value(snap, "trioscope.events.store.count") == 1 + 3 + 2 + 2
+    assert value(snap, "trioscope.events.reject.count") == 3
+    assert value(snap, "trioscope.events.prune.count") == 4
+    assert value(snap, "trioscope.events.overflow.count") == 1
+    assert value(snap, "trioscope.subscription.cut_off.count", what="events") == 1
 
 
 def test_emitted_event_names_are_documented() -> None:

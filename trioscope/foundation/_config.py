@@ -103,6 +103,7 @@ from ._settings import (
     structure,
 )
 from ._subscription import Hub, Subscription
+from ._telemetry import CONFIG_RESET, CONFIG_UPDATE, emit_count
 
 C = TypeVar("C")
 
@@ -341,6 +342,10 @@ class ConfigHome(Home):
         else:
             self.resets += 1
         self.hub.publish(change)
+        if change.path:
+            emit_count(CONFIG_UPDATE, 1, {"path": change.path, "version": change.version})
+        else:
+            emit_count(CONFIG_RESET, 1, {"version": change.version})
         self._record(change)
 
     def _record(self, change: ConfigChange) -> None:

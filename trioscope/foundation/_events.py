@@ -127,6 +127,7 @@ from ._event import JSON, Backend, Event
 from ._home import Home, find_home, home_spec
 from ._memory import MemoryBackend
 from ._subscription import Hub, Subscription
+from ._telemetry import EVENTS_OVERFLOW, EVENTS_PRUNE, EVENTS_REJECT, EVENTS_STORE, emit_count
 from ._trail import keep_trail
 
 __all__ = [
@@ -891,6 +892,11 @@ class EventsHome(Home):
             unconfirmed_total=self.unconfirmed_total,
         )
 
+    def rejected(self, count: int) -> None:
+        """Count *count* rejected events (and tell the scope's telemetry)."""
+        self.rejected_total += count
+        emit_count(EVENTS_REJECT, count)
+
     def put(self, event: Event) -> None:
         """Buffer *event* (checked already) for the flush task.
 
@@ -899,6 +905,7 @@ class EventsHome(Home):
         """
         if len(self.buffer) >= self.settings.client_buffer:
             self.overflow_total += 1
+            emit_count(EVENTS_OVERFLOW, 1, {"capacity": self.settings.client_buffer})
             raise EventBufferFullError(self.settings.client_buffer, self.overflow_total)
         self.buffer.append(event)
         self._wake.set()
@@ -1088,10 +1095,14 @@ class EventStore(Service):
 
     # -- writes --------------------------------------------------------------------
 
-    def _accept(self, events: Sequence[Event], batch: bool) -> list[Event]:
+    def _accept(
+        self, events: Sequence[Event], batch: bool, *, buffered: bool = False
+    ) -> list[Event]:
         """Check every event and build the stored ones (ids, timestamps): all or none.
 
         Nothing changes unless every event passes: a rejection consumes no id.
+        A rejection is counted here, except for *buffered* events (the caller
+        drops the one bad event and counts it).
         """
         max_bytes = self._settings.max_data_bytes
         first_id = new_id = self._last_id + 1
@@ -1138,7 +1149,8 @@ class EventStore(Service):
                 append(new)
                 new_id += 1
         except _Bad as exc:
-            self._home.rejected_total += len(events) if batch else 1
+            if not buffered:
+                self._home.rejected(len(events) if batch else 1)
             raise _rejection(exc, new_id - first_id if batch else None, event) from None
         self._last_id = new_id - 1
         self._last_wall = wall
@@ -1154,6 +1166,7 @@ class EventStore(Service):
         self._acked_id = last.id
         home = self._home
         home.stored_total += len(stored)
+        emit_count(EVENTS_STORE, len(stored))
         hub = home.hub
         if len(hub):
             for event in stored:
@@ -1187,7 +1200,7 @@ class EventStore(Service):
         if not isinstance(given, (list, tuple)) and (
             not isinstance(given, Sequence) or isinstance(given, (str, bytes))
         ):
-            self._home.rejected_total += 1
+            self._home.rejected(1)
             raise EventRejected(
                 f"store_batch takes a sequence of events, got {builtins.type(given).__name__}",
                 event=given,
@@ -1232,13 +1245,13 @@ class EventStore(Service):
         while buffer:
             batch = [buffer[i] for i in range(min(len(buffer), limit))]
             try:
-                stored = self._accept(batch, True)
+                stored = self._accept(batch, True, buffered=True)
             except EventRejected as exc:
                 bad = exc.index if exc.index is not None else 0
                 _log.warning("a buffered event was rejected when flushed: %s", exc.reason)
                 del buffer[bad]
                 home.buffer_rejected_total += 1
-                home.rejected_total -= len(batch) - 1  # one event was rejected, not all
+                home.rejected(1)
                 continue
             for _ in batch:
                 buffer.popleft()
@@ -1299,6 +1312,7 @@ class EventStore(Service):
         a non-durable backend must be pruned (a durable one's writer is told)."""
         through = self._indexes.drop_oldest(count)
         self._home.pruned_total += count
+        emit_count(EVENTS_PRUNE, count)
         if self._durable:
             self._prune_target = max(self._prune_target, through)
             self._writer_wake.set()
@@ -1709,7 +1723,7 @@ def store_nowait(event: Event) -> None:
     try:
         data = _precheck(event, home.settings.max_data_bytes)
     except _Bad as exc:
-        home.rejected_total += 1
+        home.rejected(1)
         raise _rejection(exc, None, event) from None
     home.put(_with_data(event, data))
 

@@ -39,6 +39,7 @@ import attrs
 import trio
 
 from ._errors import SubscriptionOverflowError
+from ._telemetry import SUBSCRIPTION_CUT_OFF, emit_count
 
 T = TypeVar("T")
 
@@ -187,6 +188,7 @@ class Hub(Generic[T]):
                 cut.append(sub)
         for sub in cut:
             del self._subscribers[sub]
+            emit_count(SUBSCRIPTION_CUT_OFF, 1, {"what": self.what, "buffer": sub._buffer})
 
     @contextlib.asynccontextmanager
     async def subscribe(

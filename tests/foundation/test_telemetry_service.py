@@ -285,8 +285,12 @@ async def test_the_aggregator_drains_without_a_snapshot(
 # -- the window ----------------------------------------------------------------------
 
 
-async def test_the_window_follows_trio_time_exactly(autojump_clock: trio.testing.MockClock) -> None:
+@pytest.mark.parametrize("pending_max", [1, 2, 256])
+async def test_the_window_follows_trio_time_exactly(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch, pending_max: int
+) -> None:
     """window_s=10: sub-windows of 1 s; a read at *now* covers floor(now) - 9 .. floor(now)."""
+    monkeypatch.setattr(telemetry_module, "PENDING_MAX", pending_max)
     metric = telemetry.distribution("app.job.stop.duration")
     async with running(telemetry.telemetry_spec([metric], window_s=10.0)):
         start = trio.current_time()

@@ -79,6 +79,17 @@ def test_merged_sketches_equal_one_sketch_of_everything(parts: list[list[float]]
     assert math.isclose(merged.sum, whole.sum, rel_tol=1e-9, abs_tol=1e-6)
 
 
+@given(st.lists(finite, max_size=300))
+def test_adding_many_equals_adding_one_at_a_time(values: list[float]) -> None:
+    one, many = LogSketch(), LogSketch()
+    for value in values:
+        one.add(value)
+    many.add_many(values)
+    assert (many.count, many.zeros, many.pos, many.neg) == (one.count, one.zeros, one.pos, one.neg)
+    assert (many.min, many.max) == (one.min, one.max)
+    assert math.isclose(many.sum, one.sum, rel_tol=1e-9, abs_tol=1e-6)
+
+
 # -- aggregates against brute force ---------------------------------------------------------
 
 # (sleep before, queue, bytes, depth, duration, stamped): measurements are multiples of

@@ -212,7 +212,15 @@ class ChildSpec(Generic[T_co]):
 class _ChildHandle:
     """What a supervisor hands a child it runs: its restart count and a stop request."""
 
-    __slots__ = ("_on_deadline", "_on_stop", "deadline", "restarts", "shutdown", "stop_requested")
+    __slots__ = (
+        "_on_deadline",
+        "_on_stop",
+        "deadline",
+        "origin",
+        "restarts",
+        "shutdown",
+        "stop_requested",
+    )
 
     def __init__(self, restarts: int = 0, shutdown: float = DEFAULT_SHUTDOWN_S) -> None:
         self.restarts = restarts
@@ -223,6 +231,8 @@ class _ChildHandle:
         self.deadline = math.inf
         self._on_stop: Callable[[], None] | None = None
         self._on_deadline: Callable[[], None] | None = None
+        # Set by a service that crashed: (label, handler, correlation id).
+        self.origin: tuple[str, str, str | None] | None = None
 
     def on_stop(self, callback: Callable[[], None]) -> None:
         """Call *callback* (synchronously) when a graceful stop is requested."""

@@ -29,10 +29,16 @@ on the exception, so a supervisor can say which request crashed a child.
 from __future__ import annotations
 
 import contextvars
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Final
+from typing import Final, TypeAlias
+
+from ._errors import TrioscopeError
+
+if sys.version_info < (3, 11):  # pragma: no cover - exercised only on 3.10
+    from exceptiongroup import BaseExceptionGroup
 
 __all__ = ["correlate", "current_correlation_id"]
 
@@ -40,11 +46,9 @@ _correlation: Final[contextvars.ContextVar[str | None]] = contextvars.ContextVar
     "trioscope_correlation_id", default=None
 )
 
-# The attribute a crash leaves on the exception a handler raised: (service
-# label, handler name, correlation id). An exception travels where a crash
-# goes (through supervisors, into ServiceCrashedError.__cause__, up a chain
-# of calls), so whoever handles it later can find the request that caused it.
-_CRASH_ATTR: Final = "_trioscope_crash"
+Origin: TypeAlias = tuple[str, str, str | None]
+"""Where a crash began: (service label, handler or owned task name, correlation id)."""
+
 _SEARCH_LIMIT: Final = 64  # exceptions examined at most in one chain (cycles, huge groups)
 
 
@@ -84,24 +88,16 @@ def correlate(correlation_id: str | None = None) -> Iterator[str]:
         _correlation.reset(token)
 
 
-def _mark_crash(exc: BaseException, service: str, handler: str, cid: str | None) -> None:
-    """Note on *exc* that it crashed *service* in *handler* for request *cid*.
+def crash_origin(exc: BaseException | None) -> Origin | None:
+    """The origin of the crash *exc* came from, if trioscope recorded one on the way.
 
-    The first mark wins: an exception that crashes a second service on its
-    way up (re-raised unchanged by a handler that did not catch it) keeps
-    the service where it started.
-    """
-    if getattr(exc, _CRASH_ATTR, None) is None:
-        setattr(exc, _CRASH_ATTR, (service, handler, cid))
-
-
-def crash_origin(exc: BaseException | None) -> tuple[str, str, str | None] | None:
-    """The (service, handler, correlation id) of the crash *exc* came from, if any.
-
-    Searches *exc*, then what it was raised from and during (``__cause__``,
-    ``__context__``) and the members of exception groups, nearest first: a
-    supervisor that gives up chains the crash of its child as ``__cause__``,
-    and a caller's `ServiceCrashedError` chains the handler's exception.
+    User exceptions are never marked (they may be frozen, shared, or raise
+    from ``__getattr__``): trioscope's own errors carry the origin. A caller's
+    `ServiceCrashedError` carries the crash of the handler it called, a
+    `RestartIntensityExceededError` the failure that made its supervisor give
+    up. Searches *exc*, then what it was raised from and during
+    (``__cause__``, ``__context__``) and the members of exception groups,
+    nearest first.
     """
     if exc is None:
         return None
@@ -114,14 +110,12 @@ def crash_origin(exc: BaseException | None) -> tuple[str, str, str | None] | Non
         if id(current) in seen:
             continue
         seen.add(id(current))
-        mark = getattr(current, _CRASH_ATTR, None)
-        if mark is not None:
-            return mark  # type: ignore[no-any-return]
+        if isinstance(current, TrioscopeError) and current._origin is not None:
+            return current._origin
         if current.__cause__ is not None:
             queue.append(current.__cause__)
         if current.__context__ is not None:
             queue.append(current.__context__)
-        members = getattr(current, "exceptions", None)
-        if isinstance(members, tuple):
-            queue.extend(m for m in members if isinstance(m, BaseException))
+        if isinstance(current, BaseExceptionGroup):
+            queue.extend(current.exceptions)
     return None

@@ -32,6 +32,11 @@ import trio
 class TrioscopeError(Exception):
     """Base class of every error trioscope itself raises."""
 
+    # Where the crash behind this error began (service, handler, correlation
+    # id), for the errors that pass a crash on: ServiceCrashedError to a
+    # caller, RestartIntensityExceededError to a parent supervisor.
+    _origin: tuple[str, str, str | None] | None = None
+
 
 class Rejected(Exception):
     """Base for expected failures raised by a service's handler.

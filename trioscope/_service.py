@@ -59,7 +59,7 @@ from ._child_spec import (
     _is_int,
     _Startable,
 )
-from ._correlation import _correlation, _mark_crash
+from ._correlation import Origin, _correlation
 from ._errors import (
     CallingSelfError,
     CallTimeoutError,
@@ -492,6 +492,7 @@ class _Incarnation:
 
     __slots__ = (
         "_ended_event",
+        "clock",
         "cls",
         "context_registry",
         "current",
@@ -503,6 +504,7 @@ class _Incarnation:
         "mailbox",
         "name",
         "number",
+        "origin",
         "owned",
         "reason",
         "registry",
@@ -512,6 +514,7 @@ class _Incarnation:
         "status",
         "stop_reason",
         "t0",
+        "t_meta",
         "task",
     )
 
@@ -548,6 +551,9 @@ class _Incarnation:
         # executed there), and when the running handler began, if anyone listens.
         self.context_registry: Registry | None = None
         self.t0: float | None = None
+        self.t_meta: dict[str, object] | None = None
+        self.origin: Origin | None = None  # where its crash began, once it crashed
+        self.clock: Callable[[], float] | None = None  # Trio's clock, read once needed
 
     # -- callers' side --
 
@@ -788,6 +794,7 @@ class _Incarnation:
             reason = ended.error
             if ended.cancelled is None and ended.interrupt is None:
                 self.reason = reason
+        self.note_owned_origin()
         self.fail_queued()
         return reason
 
@@ -811,21 +818,32 @@ class _Incarnation:
             assert ended.error is not None
             self.crashed(msg, ended.error)
         elif ended.interrupt is None and self.owned is not None and self.owned.crash is not None:
-            # Cancelled because an owned task crashed: that is this call's crash.
-            self.crashed(msg, self.owned.crash)
+            # Cancelled because an owned task crashed: that is this call's crash,
+            # though it began in the task (for the request that started it).
+            self.note_owned_origin()
+            self.crashed(msg, self.owned.crash, kind="owned_crash")
         else:
             self.killed(msg)
 
-    def crashed(self, msg: _Message, exc: BaseException) -> None:
+    def crashed(self, msg: _Message, exc: BaseException, kind: str = "crash") -> None:
         self.handled += 1
-        handler = getattr(msg.fn, "__name__", repr(msg.fn))
-        _mark_crash(exc, self.label, handler, msg.correlation)
+        fn = msg.fn
+        handler = self.handlers.get(fn) or getattr(fn, "__name__", None) or repr(fn)
+        if self.origin is None:
+            self.origin = (self.label, handler, msg.correlation)
         crashed = ServiceCrashedError(self.label, handler)
         crashed.__cause__ = exc
+        crashed._origin = self.origin
         _reply(msg, outcome.Error(crashed))
         if self.t0 is not None:
-            self.handler_ended(msg, _EXCEPTION, {"kind": "crash", "reason": exc})
+            self.handler_ended(msg, _EXCEPTION, {"kind": kind, "reason": exc})
         self.crash_report(msg, exc)
+
+    def note_owned_origin(self) -> None:
+        """An owned task crashed: its crash began there, for the request that started it."""
+        owned = self.owned
+        if self.origin is None and owned is not None and owned.origin is not None:
+            self.origin = (self.label, *owned.origin)
 
     def killed(self, msg: _Message) -> None:
         # Cancelled (killed) or interrupted: the handler did not finish.
@@ -838,41 +856,51 @@ class _Incarnation:
     # somewhere (`_telemetry.attached`), so the loop pays one check otherwise.
 
     def handler_began(self, msg: _Message) -> None:
-        """Execute *msg*'s start event; note the time if any event of its handler is wanted."""
+        """Execute *msg*'s start event; note the time if any event of its handler is wanted.
+
+        The metadata is built once per message and shared by its start and
+        stop events (handlers may keep it: nothing changes it afterwards).
+        """
         reg = self.context_registry
         if reg is None:
             return
-        table = _table(reg)
+        table = reg._tcache if reg._tversion == _telemetry.version else _table(reg)
         names = _CALL_EVENTS if msg.task is not None else _CAST_EVENTS
         start = table.get(names[0])
         if start is None and names[1] not in table and names[2] not in table:
             return
-        now = self.t0 = trio.current_time()
-        if start is not None:
-            measurements = {"monotonic_time": now, "mailbox_depth": self.mailbox.depth()}
-            _dispatch(start, names[0], measurements, self.event_metadata(msg))
-
-    def handler_ended(self, msg: _Message, which: int, extra: dict[str, object]) -> None:
-        """Execute *msg*'s stop (or exception) event, with *extra* metadata."""
-        t0 = self.t0
-        assert t0 is not None
-        self.t0 = None
-        assert self.context_registry is not None
-        name = (_CALL_EVENTS if msg.task is not None else _CAST_EVENTS)[which]
-        handlers = _table(self.context_registry).get(name)
-        if handlers:
-            now = trio.current_time()
-            metadata = self.event_metadata(msg)
-            metadata.update(extra)
-            _dispatch(handlers, name, {"duration": now - t0, "monotonic_time": now}, metadata)
-
-    def event_metadata(self, msg: _Message) -> dict[str, object]:
-        return {
+        if self.clock is None:
+            self.clock = trio.lowlevel.current_clock().current_time
+        now = self.t0 = self.clock()
+        fn = msg.fn
+        metadata = self.t_meta = {
             "service": self.label,
             "name": self.name,
-            "handler": getattr(msg.fn, "__name__", repr(msg.fn)),
+            "handler": self.handlers.get(fn) or getattr(fn, "__name__", None) or repr(fn),
             "correlation_id": msg.correlation,
         }
+        if start is not None:
+            measurements = {"monotonic_time": now, "mailbox_depth": self.mailbox.depth()}
+            _dispatch(start, names[0], measurements, metadata)
+
+    def handler_ended(self, msg: _Message, which: int, extra: dict[str, object] | None) -> None:
+        """Execute *msg*'s stop (or exception) event, with *extra* metadata if any."""
+        t0 = self.t0
+        metadata = self.t_meta
+        assert t0 is not None
+        assert metadata is not None
+        assert self.context_registry is not None
+        assert self.clock is not None
+        self.t0 = self.t_meta = None
+        reg = self.context_registry
+        table = reg._tcache if reg._tversion == _telemetry.version else _table(reg)
+        name = (_CALL_EVENTS if msg.task is not None else _CAST_EVENTS)[which]
+        handlers = table.get(name)
+        if handlers:
+            now = self.clock()
+            if extra is not None:
+                metadata = {**metadata, **extra}
+            _dispatch(handlers, name, {"duration": now - t0, "monotonic_time": now}, metadata)
 
     def terminate_failed(self, error: BaseException, crash: BaseException | None) -> None:
         """Log an error raised by ``terminate`` (after *crash*, or on an orderly stop)."""
@@ -1260,7 +1288,7 @@ class _ServiceStart(_Startable[ServiceRef[S]], Generic[S]):
             del task_status
             mailbox = core.mailbox
             msg: _Message | None = None
-            correlation = _correlation.get()
+            correlation = initial_correlation = _correlation.get()
             try:
                 if core.owned is not None:
                     await core.owned.open()  # init started tasks
@@ -1288,9 +1316,9 @@ class _ServiceStart(_Startable[ServiceRef[S]], Generic[S]):
                         # The handler runs with its caller's correlation id.
                         correlation = msg.correlation
                         _correlation.set(correlation)
-                    if _telemetry.attached:
-                        core.handler_began(msg)
                     try:
+                        if _telemetry.attached:
+                            core.handler_began(msg)
                         result = await coro
                     except Rejected as exc:
                         core.current = None
@@ -1310,10 +1338,13 @@ class _ServiceStart(_Startable[ServiceRef[S]], Generic[S]):
                         else:
                             _reply(msg, outcome.Value(result))
                         if core.t0 is not None:
-                            core.handler_ended(msg, _STOP, {"rejected": None})
+                            core.handler_ended(msg, _STOP, None)
                     del coro  # finished: not kept alive while idle
                     if core.owned is not None and core.owned.nursery is None:
                         await core.owned.open()  # the handler started tasks
+                if correlation is not initial_correlation:
+                    # An orderly stop belongs to no request of the messages handled.
+                    _correlation.set(initial_correlation)
                 if core.owned is not None:
                     await core.owned.close()  # before terminate; raises what they raised
                 if isinstance(core.stop_reason, BaseException):
@@ -1353,6 +1384,7 @@ class _ServiceStart(_Startable[ServiceRef[S]], Generic[S]):
             if registry is not None:
                 assert name is not None
                 registry._unregister(name, ref)
+            handle.origin = core.origin  # for the supervisor: which request crashed it
             core.finish(reason)
             # A crash's traceback holds this frame: drop every local that leads
             # back to the exception (through the incarnation, whose reason it
@@ -1490,6 +1522,9 @@ async def _run_owned(
     except BaseException as exc:
         if owned.crash is None:
             owned.crash = read_exit(exc).error
+            if owned.crash is not None:
+                name = getattr(fn, "__qualname__", None) or repr(fn)
+                owned.origin = (name, _correlation.get())
         raise
     finally:
         del owned  # the crash's traceback holds this frame: no cycle through it
@@ -1505,13 +1540,15 @@ class _Owned:
     ``terminate``, in the same task, no other cancel scope open in between.
     """
 
-    __slots__ = ("crash", "manager", "nursery", "pending")
+    __slots__ = ("crash", "manager", "nursery", "origin", "pending")
 
     def __init__(self) -> None:
         self.manager: AbstractAsyncContextManager[trio.Nursery] | None = None
         self.nursery: trio.Nursery | None = None
         self.pending: list[tuple[Callable[..., Awaitable[object]], tuple[object, ...]]] = []
         self.crash: BaseException | None = None  # the first error an owned task raised
+        # That task's name and correlation id (the request it was started for).
+        self.origin: tuple[str, str | None] | None = None
 
     async def open(self) -> None:
         if self.manager is not None:

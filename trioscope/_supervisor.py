@@ -62,7 +62,7 @@ from ._child_spec import (
     _is_number,
     _Startable,
 )
-from ._correlation import crash_origin
+from ._correlation import Origin, crash_origin
 from ._errors import (
     ChildStateError,
     MaxChildrenError,
@@ -100,11 +100,6 @@ _CHILD_RESTART: Final[EventName] = ("trioscope", "child", "restart")
 _CHILD_BACKOFF: Final[EventName] = ("trioscope", "child", "backoff")
 _GIVE_UP: Final[EventName] = ("trioscope", "supervisor", "give_up")
 _AUTO_SHUTDOWN_EVENT: Final[EventName] = ("trioscope", "supervisor", "auto_shutdown")
-
-
-def _correlation_of(error: BaseException | None) -> str | None:
-    origin = crash_origin(error)
-    return origin[2] if origin is not None else None
 
 
 class Strategy(enum.Enum):
@@ -172,6 +167,7 @@ class _Child:
         "cause",
         "key",
         "order",
+        "origin",
         "restart_at",
         "restarts",
         "run",
@@ -192,8 +188,10 @@ class _Child:
         self.run: _Run | None = None
         self.started_at = 0.0
         self.restart_at: float | None = None
-        # For telemetry: the exit that made it restart (child id, correlation id).
+        # For telemetry: the exit that made it restart (child id, correlation id),
+        # and where its own latest crash began (kept across failed restarts).
         self.cause: tuple[str, str | None] | None = None
+        self.origin: Origin | None = None
 
 
 class _Run:
@@ -746,7 +744,8 @@ class Supervisor:
         if child.status != "restarting":
             child.status = "starting"
         child.restart_at = None
-        spawned = trio.current_time() if _telemetry.attached else 0.0
+        # Read the clock only for someone who listens (a restart is a hot path too).
+        spawned = trio.current_time() if self._wants(_CHILD_START) else 0.0
         self._nursery.start_soon(self._run_child, run, name=child.spec.id)
         self._waiting_on = run
         while not run.done and not run.was_started:
@@ -770,6 +769,7 @@ class Supervisor:
                     _CHILD_START,
                     {"duration": child.started_at - spawned, "restarts": child.restarts},
                     child,
+                    correlation_id=child.cause[1] if child.cause is not None else None,
                 )
             if _log.isEnabledFor(logging.INFO):
                 _log.info(
@@ -995,6 +995,9 @@ class Supervisor:
             child.status = "stopped"  # never restarted: the tree is stopping
             return
         if _telemetry.attached:
+            # Where the crash began: told by the service, or found on the
+            # trioscope error that passed it on (a caller's, a supervisor's).
+            child.origin = (run.handle.origin or crash_origin(error)) if error is not None else None
             self._exit_event(child, error)
         if error is not None:
             if wants(_log, logging.ERROR):
@@ -1079,12 +1082,13 @@ class Supervisor:
             )
             give_up.__cause__ = error
             if _telemetry.attached:
+                give_up._origin = child.origin  # passed on to the supervisor above
                 self._event(
                     _GIVE_UP,
                     {"max_restarts": self.max_restarts, "max_seconds": self.max_seconds},
                     child,
                     reason=give_up,
-                    correlation_id=_correlation_of(error),
+                    correlation_id=child.origin[2] if child.origin is not None else None,
                 )
             _log.error(
                 "supervisor %r gives up: more than %d restarts in %g s (last: child %r)",
@@ -1134,12 +1138,16 @@ class Supervisor:
             delay = backoff.delay(child.attempt, self._rng)
             child.attempt += 1
         restart_at = now + delay
-        cause = (child.spec.id, _correlation_of(error)) if _telemetry.attached else None
+        cause = (
+            (child.spec.id, child.origin[2] if child.origin is not None else None)
+            if self._wants(_CHILD_RESTART) or (delay > 0 and self._wants(_CHILD_BACKOFF))
+            else None
+        )
         for member in group:
             member.status = "backoff" if delay > 0 else "restarting"
             member.restart_at = restart_at
             member.cause = cause
-            if delay > 0 and cause is not None:
+            if delay > 0 and cause is not None and self._wants(_CHILD_BACKOFF):
                 self._event(
                     _CHILD_BACKOFF,
                     {"delay": delay, "restart_at": restart_at},
@@ -1193,10 +1201,17 @@ class Supervisor:
         if not run.was_started:
             _unexpect_restart(self._registry, child.spec)  # _on_failure notes a retry again
         if not run.was_started and not run.abandoned and not self._stopping:
-            # A failed restart is another failure of that child.
-            await self._on_failure(child, self._start_failure(run), ran=False)
+            # A failed restart is another failure of that child, still caused
+            # by the crash that made it restart (unless the start says otherwise).
+            failure = self._start_failure(run)
+            if _telemetry.attached:
+                child.origin = crash_origin(failure) or child.origin
+            await self._on_failure(child, failure, ran=False)
 
     # -- telemetry (only called while a handler is attached somewhere) ----
+
+    def _wants(self, name: EventName) -> bool:
+        return _telemetry.attached > 0 and _handlers_for(self._registry, name) is not None
 
     def _event(
         self,
@@ -1216,7 +1231,7 @@ class Supervisor:
         handlers = _handlers_for(self._registry, _CHILD_EXIT)
         if not handlers:
             return
-        origin = crash_origin(error)
+        origin = child.origin
         service, handler, cid = origin if origin is not None else (None, None, None)
         metadata = {
             "supervisor": self.id,

@@ -80,7 +80,7 @@ def _table(reg: Registry) -> dict[EventName, tuple[_Handler, ...]]:
 
 def _handlers_for(reg: Registry | None, event_name: EventName) -> tuple[_Handler, ...] | None:
     """The handlers an event executed with *reg* as the current registry reaches, or ``None``."""
-    if reg is None or not _telemetry.attached:
+    if reg is None or not _telemetry.attached or reg._closed:
         return None
     return _table(reg).get(event_name)
 
@@ -94,11 +94,20 @@ def _dispatch(
     for h in handlers:
         try:
             h.fn(event_name, measurements, metadata)
-        except Exception as exc:  # a handler's failure is its own, never the emitter's
+        except KeyboardInterrupt:
+            raise  # the user's Ctrl-C, landing in a handler: not the handler's failure
+        except BaseException as exc:
+            # A handler's failure is its own, never the emitter's: pytest's
+            # Failed and SystemExit too (handlers are sync: no Cancelled).
             _handler_failed(h, event_name, exc)
+            # The failure's report may have detached others: skip those.
+            after = handlers[handlers.index(h) + 1 :]
+            rest = [r for r in after if r.registry._handlers.get(r.handler_id) is r]
+            _dispatch(tuple(rest), event_name, measurements, metadata)
+            return
 
 
-def _handler_failed(h: _Handler, event_name: EventName, exc: Exception) -> None:
+def _handler_failed(h: _Handler, event_name: EventName, exc: BaseException) -> None:
     reg = h.registry
     if reg._handlers.get(h.handler_id) is h:
         del reg._handlers[h.handler_id]
@@ -128,8 +137,10 @@ def execute(
 
     Handlers run synchronously, in the calling task, in the order: outer
     scopes first, then the order they were attached in. Nothing is copied:
-    handlers must not keep or change the mappings they are given beyond the
-    call, unless they copy them.
+    handlers must not change the mappings they are given. The core never
+    changes the mappings of its own events once executed, so a handler may
+    keep them (to aggregate later, as the TelemetryService does); other
+    emitters should do the same.
 
     A handler that raises is detached and reported (an ERROR record on the
     ``trioscope.telemetry`` logger and a `HANDLER_FAILURE` event); the
@@ -141,7 +152,7 @@ def execute(
     if not _telemetry.attached:
         return
     reg = _current.get()
-    if reg is None:
+    if reg is None or reg._closed:
         return
     handlers = _table(reg).get(event_name)
     if handlers:
@@ -231,11 +242,18 @@ def attached(handler_id: str, event_names: Iterable[EventName], handler: Handler
     try:
         yield
     finally:
-        h = reg._handlers.get(handler_id)
-        if h is not None and h.fn is handler:
-            del reg._handlers[handler_id]
-            _telemetry.attached -= 1
-            _telemetry.version += 1
+        _detach_exactly(reg, handler_id, handler)
+
+
+def _detach_exactly(reg: Registry, handler_id: str, handler: Handler) -> bool:
+    """Detach *handler* from *reg* if it is still attached there as *handler_id*."""
+    h = reg._handlers.get(handler_id)
+    if h is None or h.fn is not handler:
+        return False
+    del reg._handlers[handler_id]
+    _telemetry.attached -= 1
+    _telemetry.version += 1
+    return True
 
 
 def handlers(event_name: EventName | None = None) -> list[HandlerInfo]:

@@ -43,21 +43,26 @@ request the work belongs to, or ``None``):
     ``handler``.
 ``("trioscope", "call" | "cast", "stop")``
     The handler returned (a `trioscope.Rejected` included: the service goes
-    on). Measurements: ``duration``, ``monotonic_time``. Metadata: as start,
-    plus ``rejected`` (the `trioscope.Rejected` raised, or ``None``).
+    on). Measurements: ``duration``, ``monotonic_time``. Metadata: as start
+    (the same mapping), plus ``rejected`` (the `trioscope.Rejected` raised)
+    when the handler raised one.
 ``("trioscope", "call" | "cast", "exception")``
-    The handler crashed the service, or the service was killed while it ran.
-    Measurements: ``duration``, ``monotonic_time``. Metadata: as start, plus
-    ``kind`` (``"crash"`` or ``"killed"``) and ``reason`` (the exception, or
+    The handler crashed the service, an owned task's crash ended it, or the
+    service was killed while it ran. Measurements: ``duration``,
+    ``monotonic_time``. Metadata: as start, plus ``kind`` (``"crash"``,
+    ``"owned_crash"`` or ``"killed"``) and ``reason`` (the exception, or
     ``None`` when killed).
 ``("trioscope", "child", "start")``
     A supervisor's child is up. Measurements: ``duration`` (spawn to ready),
-    ``restarts``. Metadata: ``supervisor``, ``child``.
+    ``restarts``. Metadata: ``supervisor``, ``child``, and on a restart the
+    ``correlation_id`` behind it.
 ``("trioscope", "child", "exit")``
     A child ended by itself (not stopped by its supervisor). Measurements:
     ``uptime``. Metadata: ``supervisor``, ``child``, ``reason`` (the
     exception, or ``None`` for a normal exit), ``service`` and ``handler``
-    when a handler crashed it, ``correlation_id`` of the request that did.
+    where the crash began (a handler, or an owned task by its name; also
+    when it reached this child through a call or a supervisor that gave
+    up), ``correlation_id`` of the request it began in.
 ``("trioscope", "child", "restart")``
     A restart attempt begins. Measurements: ``restarts``. Metadata:
     ``supervisor``, ``child``, ``cause`` (the child whose exit caused it:

@@ -33,6 +33,8 @@ MODULES = [
     "trioscope.foundation._subscription",
     "trioscope.foundation.config",
     "trioscope.foundation.events",
+    "trioscope.foundation._telemetry",
+    "trioscope.foundation.telemetry",
 ]
 
 

@@ -412,7 +412,7 @@ async def test_call_events_measure_the_handler_exactly(
     meta = {"service": "'t'", "name": "t", "handler": "work", "correlation_id": "c1"}
     assert seen[:2] == [
         (CALL[0], {"monotonic_time": t0, "mailbox_depth": 0}, meta),
-        (CALL[1], {"duration": 2.0, "monotonic_time": t0 + 2.0}, meta),
+        (CALL[1], {"duration": 2.0, "monotonic_time": t0 + 2.0, "mailbox_depth": 0}, meta),
     ]
     assert [(e, m["duration"]) for e, m, _ in seen[2:] if "duration" in m] == [
         (CAST[1], 0.5),

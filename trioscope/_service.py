@@ -900,7 +900,12 @@ class _Incarnation:
             now = self.clock()
             if extra is not None:
                 metadata = {**metadata, **extra}
-            _dispatch(handlers, name, {"duration": now - t0, "monotonic_time": now}, metadata)
+            measurements = {
+                "duration": now - t0,
+                "monotonic_time": now,
+                "mailbox_depth": self.mailbox.depth(),
+            }
+            _dispatch(handlers, name, measurements, metadata)
 
     def terminate_failed(self, error: BaseException, crash: BaseException | None) -> None:
         """Log an error raised by ``terminate`` (after *crash*, or on an orderly stop)."""

@@ -43,13 +43,14 @@ request the work belongs to, or ``None``):
     ``handler``.
 ``("trioscope", "call" | "cast", "stop")``
     The handler returned (a `trioscope.Rejected` included: the service goes
-    on). Measurements: ``duration``, ``monotonic_time``. Metadata: as start
+    on). Measurements: ``duration``, ``monotonic_time``, ``mailbox_depth``
+    (queued when it returned: a gauge needs only this event). Metadata: as start
     (the same mapping), plus ``rejected`` (the `trioscope.Rejected` raised)
     when the handler raised one.
 ``("trioscope", "call" | "cast", "exception")``
     The handler crashed the service, an owned task's crash ended it, or the
     service was killed while it ran. Measurements: ``duration``,
-    ``monotonic_time``. Metadata: as start, plus ``kind`` (``"crash"``,
+    ``monotonic_time``, ``mailbox_depth``. Metadata: as start, plus ``kind`` (``"crash"``,
     ``"owned_crash"`` or ``"killed"``) and ``reason`` (the exception, or
     ``None`` when killed).
 ``("trioscope", "child", "start")``

@@ -428,9 +428,9 @@ DEFAULT_METRICS: Final[tuple[Metric, ...]] = (
         description="Calls whose handler crashed the service or was killed.",
     ),
     last_value(
-        "trioscope.call.start.mailbox_depth",
+        "trioscope.call.stop.mailbox_depth",
         tags=("name",),
-        description="Messages queued behind the latest call when its handler began.",
+        description="Messages queued when the latest call's handler returned.",
     ),
     counter("trioscope.cast.stop.count", tags=_HANDLER, description="Casts handled."),
     distribution(

@@ -147,7 +147,7 @@ async def test_wall_time_never_goes_back_in_id_order() -> None:
 
 async def test_ids_are_never_reused_across_a_crash_of_the_store() -> None:
     backend = Backend()
-    async with running(event_store_spec(backend=lambda: backend)):
+    async with running(event_store_spec(crash_trail=False, backend=lambda: backend)):
         assert await events.store_batch([Event("a"), Event("b"), Event("c")]) == [1, 2, 3]
         assert await events.prune_before(START_NS * 2) == 3  # everything is pruned
         backend.fail_appends = 1
@@ -166,7 +166,7 @@ async def test_ids_are_never_reused_across_a_crash_of_the_store() -> None:
 
 async def test_events_in_memory_survive_a_crash_of_the_store() -> None:
     backend = Backend()
-    async with running(event_store_spec(backend=lambda: backend)):
+    async with running(event_store_spec(crash_trail=False, backend=lambda: backend)):
         await events.store_batch([Event("a", correlation_id="r"), Event("b")])
         backend.fail_appends = 1
         with pytest.raises(trioscope.ServiceCrashedError):
@@ -606,7 +606,7 @@ async def test_settings_are_checked_in_the_spec() -> None:
 
 async def test_subscribers_get_matching_events_in_order_across_a_store_restart() -> None:
     backend = Backend()
-    async with running(event_store_spec(backend=lambda: backend)):
+    async with running(event_store_spec(crash_trail=False, backend=lambda: backend)):
         async with (
             events.subscribe() as every,
             events.subscribe(type="a") as only_a,
@@ -661,7 +661,9 @@ async def test_buffered_writes_wait_for_a_restarting_store_and_flush_in_order(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     backend = Backend()
-    async with running(event_store_spec(backend=lambda: backend, client_buffer=3)):
+    async with running(
+        event_store_spec(crash_trail=False, backend=lambda: backend, client_buffer=3)
+    ):
         events.store_nowait(Event("first"))
         await trio.testing.wait_all_tasks_blocked()
         assert await ids() == [1]
@@ -726,7 +728,7 @@ async def test_a_buffered_event_the_store_rejects_later_is_counted_and_the_rest_
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     backend = Backend()
-    async with running(event_store_spec(backend=lambda: backend)):
+    async with running(event_store_spec(crash_trail=False, backend=lambda: backend)):
         backend.open_gate = trio.Event()
         backend.fail_appends = 1
         with pytest.raises(trioscope.ServiceCrashedError):
@@ -746,7 +748,7 @@ async def test_a_buffered_batch_lost_in_a_crash_is_unconfirmed_not_stored_twice(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     backend = Backend()
-    async with running(event_store_spec(backend=lambda: backend)):
+    async with running(event_store_spec(crash_trail=False, backend=lambda: backend)):
         backend.fail_appends = 1
         events.store_nowait(Event("a"))
         events.store_nowait(Event("b"))
@@ -797,7 +799,7 @@ async def test_a_durable_backend_commits_concurrent_writes_together_and_acks_aft
 
 async def test_a_failed_durable_append_acknowledges_nothing_and_reuses_no_visible_id() -> None:
     backend = Backend(durable=True)
-    async with running(event_store_spec(backend=lambda: backend)):
+    async with running(event_store_spec(crash_trail=False, backend=lambda: backend)):
         await events.store(Event("a"))
         backend.fail_appends = 1
         with pytest.raises(trioscope.ServiceUnavailableError, match="ended before answering"):
@@ -1092,7 +1094,7 @@ async def test_a_buffered_batch_whose_commit_crashes_the_store_is_never_sent_aga
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     backend = Backend(durable=True)
-    async with running(event_store_spec(backend=lambda: backend)):
+    async with running(event_store_spec(crash_trail=False, backend=lambda: backend)):
         backend.fail_appends = 1  # the group commit crashes the store
         events.store_nowait(Event("a"))
         events.store_nowait(Event("b"))

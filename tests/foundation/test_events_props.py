@@ -174,7 +174,10 @@ def test_the_store_matches_a_model_of_atomic_batches_and_retention(
 
     async def main() -> None:
         spec = event_store_spec(
-            backend=lambda: backend, max_events=max_events, wall_clock=lambda: wall[0]
+            crash_trail=False,
+            backend=lambda: backend,
+            max_events=max_events,
+            wall_clock=lambda: wall[0],
         )
         crashes = 0
         async with (

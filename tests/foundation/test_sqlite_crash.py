@@ -249,7 +249,9 @@ async def test_event_store_killed_mid_stream_keeps_every_acknowledged_event(
     backend: Backend = sqlite if how == "killed" else CrashAfterCommit(sqlite)
     spec = trioscope.supervisor_spec(
         [
-            home_spec(lambda: EventsHome(backend, settings), id=EVENTS_HOME_NAME),
+            home_spec(
+                lambda: EventsHome(backend, settings, crash_trail=False), id=EVENTS_HOME_NAME
+            ),
             EventStore.child_spec(settings=settings, name=EVENTS_NAME, shutdown=0),
         ],
         strategy=trioscope.Strategy.REST_FOR_ONE,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ import trio.testing
 
 import trioscope
 from trioscope import telemetry
-from trioscope.foundation import Event, events, open_foundation
+from trioscope.foundation import Event, MemoryBackend, event_store_spec, events, open_foundation
 from trioscope.foundation._trail import CHAIN_LIMIT, TRAIL_HANDLER_ID, exception_chain
 
 
@@ -160,7 +161,10 @@ async def test_the_trail_lives_exactly_as_long_as_the_event_store_home() -> None
     async with trioscope.open_registry(isolated=True):
         assert telemetry.handlers() == []
         async with open_foundation():
-            assert [h.handler_id for h in telemetry.handlers()] == [TRAIL_HANDLER_ID]
+            ids = sorted(h.handler_id for h in telemetry.handlers())
+            # The trail's, and the telemetry service's (whose id numbers its home).
+            assert ids[0] == TRAIL_HANDLER_ID
+            assert [i.rsplit("#", 1)[0] for i in ids[1:]] == ["trioscope.foundation.telemetry"]
         assert telemetry.handlers() == []
 
 
@@ -207,3 +211,45 @@ try:
     ExceptionGroupCompat = ExceptionGroup
 except NameError:  # Python 3.10
     from exceptiongroup import ExceptionGroup as ExceptionGroupCompat
+
+
+class FailingBackend(MemoryBackend):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail = 0
+
+    async def append(self, events: Sequence[Event]) -> None:
+        if self.fail:
+            self.fail -= 1
+            raise RuntimeError("disk on fire")
+        await super().append(events)
+
+
+async def test_the_event_stores_own_crash_is_on_the_trail_of_the_write_that_caused_it() -> None:
+    backend = FailingBackend()
+    async with (
+        trioscope.open_registry(isolated=True),
+        trioscope.open_supervisor([event_store_spec(backend=lambda: backend)]),
+        events.subscribe(correlation_id="w-1") as trail,
+    ):
+        backend.fail = 1
+        with trioscope.correlate("w-1"), pytest.raises(trioscope.ServiceCrashedError):
+            await events.store(Event("doomed"))
+        seen = [await trail.receive() for _ in range(3)]
+    assert [(e.type, summary(e)[1:]) for e in seen] == [
+        ("trioscope.crash", ("'events'", "store")),
+        ("trioscope.child.exit", ("events", "events")),
+        ("trioscope.child.restart", ("events", "events")),
+    ]
+
+
+async def test_a_store_without_a_crash_trail_stores_only_what_clients_write() -> None:
+    backend = FailingBackend()
+    spec = event_store_spec(backend=lambda: backend, crash_trail=False)
+    async with trioscope.open_registry(isolated=True), trioscope.open_supervisor([spec]):
+        assert telemetry.handlers() == []
+        backend.fail = 1
+        with pytest.raises(trioscope.ServiceCrashedError):
+            await events.store(Event("doomed"))
+        assert await events.store(Event("kept")) == 1
+        assert [e.type for e in await events.query()] == ["kept"]

@@ -117,6 +117,7 @@ from .._names import call
 from .._registry import _current_registry_or_none, current_registry
 from .._service import DEFAULT_CALL_TIMEOUT_S, Deferred, Service
 from .._supervisor import Strategy, Supervisor, supervisor_spec
+from .._telemetry import Handler
 from ._errors import (
     EventBufferFullError,
     EventQueryRejected,
@@ -128,7 +129,7 @@ from ._home import Home, find_home, home_spec
 from ._memory import MemoryBackend
 from ._subscription import Hub, Subscription
 from ._telemetry import EVENTS_OVERFLOW, EVENTS_PRUNE, EVENTS_REJECT, EVENTS_STORE, emit_count
-from ._trail import keep_trail
+from ._trail import attach_trail, detach_trail
 
 __all__ = [
     "DEFAULT_CLIENT_BUFFER",
@@ -833,7 +834,9 @@ class EventsHome(Home):
 
     name = EVENTS_HOME_NAME
 
-    def __init__(self, backend: Backend, settings: EventStoreSettings) -> None:
+    def __init__(
+        self, backend: Backend, settings: EventStoreSettings, *, crash_trail: bool = True
+    ) -> None:
         self.backend = backend
         """The backend every incarnation of the store opens."""
         self.settings = settings
@@ -855,6 +858,8 @@ class EventsHome(Home):
         self.backend_users = 0
         """Running incarnations of the store that hold the backend open (0 or 1)."""
         self._wake = trio.Event()
+        self._trail: Handler | None = None  # the crash trail's, while the home runs
+        self._keep_trail = crash_trail
 
     def __repr__(self) -> str:
         return (
@@ -864,9 +869,12 @@ class EventsHome(Home):
 
     async def started(self) -> None:
         self.start_soon(self._flush)
-        self.start_soon(keep_trail, self)
+        if self._keep_trail:
+            self._trail = attach_trail(self)
 
     async def aclose(self) -> None:
+        if self._trail is not None:
+            detach_trail(self, self._trail)
         self.hub.close()
         if self.buffer:
             _log.warning(
@@ -1602,6 +1610,7 @@ def event_store_spec(
     subscriber_buffer: int = DEFAULT_SUBSCRIBER_BUFFER,
     client_buffer: int = DEFAULT_CLIENT_BUFFER,
     wall_clock: Callable[[], int] | None = None,
+    crash_trail: bool = True,
     id: str = EVENTS_NAME,
 ) -> ChildSpec[Supervisor]:
     """A `ChildSpec` for the event store: its home, then the ``"events"`` service.
@@ -1623,6 +1632,10 @@ def event_store_spec(
         subscriber_buffer: Default buffer of a live subscription.
         client_buffer: Events `store_nowait` buffers while the store is away.
         wall_clock: Returns the wall time in ns (default `time.time_ns`); for tests.
+        crash_trail: Store the crash trail of the store's scope (see
+            `trioscope.foundation._trail`): every crash, restart, backoff and
+            give-up there, with the request behind it. ``False`` for a store
+            whose ids and contents must be only what its clients write.
         id: The child id in the parent supervisor.
 
     Raises:
@@ -1639,7 +1652,7 @@ def event_store_spec(
     make_backend = _backend_factory(backend)
 
     def make_home() -> EventsHome:
-        return EventsHome(make_backend(), settings)
+        return EventsHome(make_backend(), settings, crash_trail=crash_trail)
 
     return supervisor_spec(
         [

@@ -15,6 +15,10 @@ until when, or give up (and then what its own supervisor did). No OTP
 report links a crash to the request that caused it: `logger` crash reports
 name the last message, not who sent it or why.
 
+One crash cannot be recorded: the events home's own (its exit and its
+restart happen while no home runs to take them). It is logged, as every
+crash is.
+
 Event types (``data`` keys; times as everywhere in the event store):
 
 ``trioscope.crash``
@@ -49,9 +53,8 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
-import trio
-
 from .. import telemetry
+from .._telemetry import _detach_exactly
 from ._errors import EventBufferFullError
 from ._event import JSON, Event
 
@@ -119,15 +122,20 @@ def _text(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-async def keep_trail(home: EventsHome) -> None:
-    """Keep the crash trail's handler attached in the current scope (the home's) until cancelled.
+def attach_trail(home: EventsHome) -> telemetry.Handler:
+    """Attach the crash trail's handler in the current scope (the home's); return it.
 
-    A task of the events home: when the home stops, however it stops, the
-    handler is detached with it, so a home killed outright leaves no handler
-    writing into its dead buffer.
+    The events home attaches it as it starts, before it is registered, and
+    detaches it (`detach_trail`) when it stops, however it stops.
     """
-    with telemetry.attached(TRAIL_HANDLER_ID, TRAIL_EVENTS, _recorder(home)):
-        await trio.sleep_forever()
+    handler = _recorder(home)
+    telemetry.attach(TRAIL_HANDLER_ID, TRAIL_EVENTS, handler)
+    return handler
+
+
+def detach_trail(home: EventsHome, handler: telemetry.Handler) -> None:
+    """Detach *handler* (`attach_trail`'s) from the home's scope, if still attached."""
+    _detach_exactly(home.registry, TRAIL_HANDLER_ID, handler)
 
 
 def _recorder(home: EventsHome) -> telemetry.Handler:

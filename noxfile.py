@@ -59,10 +59,12 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def demo(session: nox.Session) -> None:
-    """Run the demos: a supervised application that crashes and recovers, then the foundation."""
+    """Run the demos: a supervised application that crashes and recovers, the foundation,
+    then the whole foundation observing an application (crash trail, metrics)."""
     session.install(".")
     session.run("python", "examples/supervised_app.py", *session.posargs)
     session.run("python", "examples/foundation_app.py")
+    session.run("python", "examples/observed_app.py")
 
 
 @nox.session(python="3.13")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import trio
 import trio.testing
@@ -15,7 +18,9 @@ from trioscope.foundation import (
     event_store_spec,
     events,
     foundation_spec,
+    health,
     open_foundation,
+    telemetry,
 )
 
 SCOPES = 50
@@ -68,6 +73,14 @@ async def test_fifty_scopes_at_once_keep_every_update_event_and_subscription_to_
                 [e.id for e in stored],
             )
             assert (await config.status()).updates_applied == 1
+            # Telemetry counts this scope's traffic only.
+            snap = await telemetry.snapshot()
+            updates = snap.metric("trioscope.config.update.count").get(path="events.max_events")
+            assert updates is not None
+            assert updates.value == 1
+            stored_sum = snap.metric("trioscope.events.store.count").get()
+            assert stored_sum is not None
+            assert stored_sum.value == 4
 
     async with trio.open_nursery() as nursery:
         for i in range(SCOPES):
@@ -82,7 +95,7 @@ async def test_fifty_scopes_at_once_keep_every_update_event_and_subscription_to_
         assert len(set(ids)) == 4
 
 
-async def test_foundation_spec_nests_config_before_events_rest_for_one(
+async def test_foundation_spec_nests_config_events_telemetry_rest_for_one(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with (
@@ -91,11 +104,12 @@ async def test_foundation_spec_nests_config_before_events_rest_for_one(
     ):
         foundation = root.which_children()[0].value
         assert isinstance(foundation, trioscope.Supervisor)
-        assert [c.id for c in foundation.which_children()] == ["config", "events"]
+        assert [c.id for c in foundation.which_children()] == ["config", "events", "telemetry"]
+        assert foundation.strategy is trioscope.Strategy.REST_FOR_ONE
         await config.update("events.max_age_s", 10.0)
         await trio.testing.wait_all_tasks_blocked()  # the store follows config changes
         assert (await events.stats()).settings.max_age_s == 10.0
-        assert foundation.count_children().supervisors == 2
+        assert foundation.count_children().supervisors == 3
 
 
 async def test_custom_specs_are_used_as_given(autojump_clock: trio.testing.MockClock) -> None:
@@ -115,3 +129,55 @@ async def test_outside_a_registry_the_clients_say_how_to_open_one() -> None:
         config.get("events.max_events")
     with pytest.raises(trioscope.NoRegistryError):
         await events.store(Event("nowhere"))
+
+
+async def test_one_mapping_configures_the_whole_foundation(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    values = {"events": {"max_events": 7}, "telemetry": {"window_s": 12.0}}
+    async with trioscope.open_registry(isolated=True), open_foundation(values=values):
+        assert (await events.stats()).settings.max_events == 7
+        assert (await telemetry.snapshot()).window_s == 12.0
+
+
+async def test_one_toml_file_configures_the_whole_foundation(tmp_path: Path) -> None:
+    toml = tmp_path / "foundation.toml"
+    toml.write_text("[events]\nmax_events = 9\n\n[telemetry]\nwindow_s = 3.5\n")
+    spec = foundation_spec(toml=toml)
+    async with trioscope.open_registry(isolated=True), trioscope.open_supervisor([spec]):
+        assert (await events.stats()).settings.max_events == 9
+        assert (await telemetry.snapshot()).window_s == 3.5
+
+
+def test_a_config_spec_and_values_for_the_default_one_are_refused() -> None:
+    message = (
+        "foundation_spec: give either config= (a config_spec) or values=/toml= "
+        "(for the default config_spec), not both"
+    )
+    with pytest.raises(TypeError, match=re.escape(message)):
+        foundation_spec(config=config_spec(), values={})
+    with pytest.raises(TypeError, match=re.escape(message)):
+        foundation_spec(config=config_spec(), toml="x.toml")
+
+
+async def test_health_reports_all_three_and_the_worst_status(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trioscope.open_registry(isolated=True), open_foundation() as foundation:
+        summary = await health()
+        assert summary.status == "healthy"
+        assert {name: h.status for name, h in summary.services.items()} == {
+            "config": "healthy",
+            "events": "healthy",
+            "telemetry": "healthy",
+        }
+        await foundation.terminate_child("telemetry")
+        summary = await health()
+        assert summary.status == "unavailable"
+        assert summary.services["telemetry"].status == "unavailable"
+        assert summary.services["telemetry"].detail == {
+            "error": "no service 'telemetry' is running in this scope"
+        }
+        assert summary.services["events"].status == "healthy"
+    with pytest.raises(trioscope.NoRegistryError):
+        await health()

@@ -43,14 +43,16 @@ clock, ``window_count``, ``window_sum``, ``min``, ``max`` (exact) and
 ``sub = window_s / SUBWINDOWS`` seconds each. An event's time *t* is its
 ``monotonic_time`` measurement (Trio's clock when it was executed: the
 core's call, cast and span events carry it), or else the Trio time it is
-aggregated at (at most `AGGREGATE_DELAY_S` later, or at a `snapshot`); it
+aggregated at (at most `AGGREGATE_DELAY_S` later, or at a `snapshot`; also
+when its ``monotonic_time`` is not a plain finite float or lies ahead); it
 falls in sub-window ``floor(t / sub)``, and a read at time *now* covers the
 sub-windows ``k`` with ``floor(now / sub) - SUBWINDOWS < k <= floor(now /
 sub)``. So an event stays in the window for at least ``window_s * (1 - 1 /
 SUBWINDOWS)`` and less than ``window_s`` seconds.
 ``telemetry.window_s`` may change at run time through the config server:
-the sub-windows kept are then re-keyed to the new width by their start time
-(merged where they meet), so nothing already aggregated is lost.
+the sub-windows kept are then re-keyed to the new width by their end (the
+last new sub-window each overlaps; merged where they meet), so nothing
+already aggregated is lost or leaves the window earlier than it would have.
 
 **Quantiles** come from `LogSketch`, a DDSketch-style sketch (Masson,
 Rim and Lee, VLDB 2019): logarithmic buckets of relative width
@@ -136,7 +138,7 @@ from .._names import _call
 from .._registry import current_registry
 from .._service import DEFAULT_CALL_TIMEOUT_S, DEFAULT_MAILBOX_SIZE, Service
 from .._supervisor import Strategy, Supervisor, supervisor_spec
-from ..telemetry import EventName, Measurements, Metadata, attach, detach, execute
+from ..telemetry import EventName, Measurements, Metadata, attach, detach, execute, handlers
 from ._home import Home, find_home, home_spec
 from ._settings import TelemetrySettings
 
@@ -514,11 +516,26 @@ def _bucket_value(key: int) -> float:
 
 
 def _collapse(buckets: dict[int, int]) -> None:
-    """Merge the bucket nearest zero into the next one (the store is over its bound)."""
-    low = min(buckets)
-    count = buckets.pop(low)
-    nxt = min(buckets)
-    buckets[nxt] += count
+    """Fold the buckets nearest zero into the lowest one kept, down to the bound.
+
+    One sort for any surplus (a merge of wide sketches may be far over it).
+    """
+    surplus = len(buckets) - SKETCH_MAX_BUCKETS
+    if surplus <= 0:
+        return
+    keys = sorted(buckets)
+    folded = 0
+    for key in keys[:surplus]:
+        folded += buckets.pop(key)
+    buckets[keys[surplus]] += folded
+
+
+def _slot_of(time_s: float, width: float) -> int:
+    """The sub-window of *time_s* (finite: Trio's clock), for a width of *width* seconds."""
+    try:
+        return math.floor(time_s / width)
+    except (OverflowError, ValueError):  # a width so small the quotient is not finite
+        return 0
 
 
 @final
@@ -590,8 +607,7 @@ class LogSketch:
         keys = map(math.ceil, map(_INV_LOG_GAMMA.__mul__, map(math.log, values)))
         for key, count in Counter(keys).items():
             pos[key] = pos.get(key, 0) + count
-        while len(pos) > SKETCH_MAX_BUCKETS:
-            _collapse(pos)
+        _collapse(pos)
 
     def merge(self, other: LogSketch) -> None:
         """Add everything *other* holds to this sketch."""
@@ -605,8 +621,7 @@ class LogSketch:
         for mine, theirs in ((self.pos, other.pos), (self.neg, other.neg)):
             for key, count in theirs.items():
                 mine[key] = mine.get(key, 0) + count
-            while len(mine) > SKETCH_MAX_BUCKETS:
-                _collapse(mine)
+            _collapse(mine)
 
     def quantile(self, q: float) -> float | None:
         """The value of rank ``floor(q * (count - 1))`` of the sorted values, within
@@ -657,6 +672,25 @@ _INDEX_BOUND: Final = 4 * MAX_SERIES
 def _number(value: object) -> bool:
     """A finite int or float, not a bool (the slow path of the aggregators' test)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _plain(value: object) -> float | None:
+    """*value* as a plain ``int`` or ``float`` if it is a finite number (not a bool), else
+    ``None``: a subclass (numpy's float64, say) would otherwise reach the snapshot, which
+    must be plain data, and the Prometheus text through its own ``repr``."""
+    if not _number(value):
+        return None
+    return float(value) if isinstance(value, float) else int(value)  # type: ignore[call-overload]
+
+
+def _indexable(raw: object) -> bool:
+    """Whether tag values *raw* may key the index: ``str`` and ``None`` (or a tuple of them)."""
+    kind = type(raw)
+    if kind is str or raw is None:
+        return True
+    if kind is tuple:
+        return all(type(v) is str or v is None for v in cast(tuple[object, ...], raw))
+    return False
 
 
 def _labels_of(tags: tuple[str, ...], raw: object) -> tuple[str, ...]:
@@ -721,11 +755,10 @@ class _Aggregate:
             if len(self.series) >= MAX_SERIES:
                 return None
             state = self.series[labels] = self.new_state()
-        if len(self.index) < _INDEX_BOUND:
-            try:
-                self.index[raw] = state
-            except TypeError:
-                pass  # an unhashable metadata value: found by its str every time
+        # Only values equal exactly when their str is (1 == True == 1.0 would
+        # share an entry while naming three series): others by their str every time.
+        if len(self.index) < _INDEX_BOUND and _indexable(raw):
+            self.index[raw] = state
         return state
 
     def miss(self, raw: object) -> Any:
@@ -784,9 +817,11 @@ class _Sum(_Aggregate):
             if value - value != 0:  # inf or NaN
                 self.skipped += 1
                 return
-        elif type(value) is not int and not _number(value):
-            self.skipped += 1
-            return
+        elif type(value) is not int:
+            value = _plain(value)  # a subclass is kept as a plain int or float
+            if value is None:
+                self.skipped += 1
+                return
         try:
             state = self.index[raw]
         except (KeyError, TypeError):
@@ -811,9 +846,11 @@ class _LastValue(_Aggregate):
             if value - value != 0:  # inf or NaN
                 self.skipped += 1
                 return
-        elif type(value) is not int and not _number(value):
-            self.skipped += 1
-            return
+        elif type(value) is not int:
+            value = _plain(value)  # a subclass is kept as a plain int or float
+            if value is None:
+                self.skipped += 1
+                return
         try:
             state = self.index[raw]
         except (KeyError, TypeError):
@@ -889,7 +926,10 @@ class _DistributionSeries:
         self.slot = 0
         ring: dict[int, LogSketch] = {}
         for key in sorted(self.ring):
-            new = math.floor(key * old_width / new_width)
+            # The last new sub-window the old one overlaps: an event keeps (at
+            # least) the stay it had, never leaves the window early.
+            end = (key + 1) * old_width / new_width  # where it ends, in new sub-windows
+            new = math.ceil(end - 1e-9 * max(1.0, abs(end))) - 1
             if new in ring:
                 ring[new].merge(self.ring[key])
             else:
@@ -912,9 +952,11 @@ class _Distribution(_Aggregate):
             if value - value != 0:  # inf or NaN
                 self.skipped += 1
                 return
-        elif type(value) is not int and not _number(value):
-            self.skipped += 1
-            return
+        elif type(value) is not int:
+            value = _plain(value)  # a subclass is kept as a plain int or float
+            if value is None:
+                self.skipped += 1
+                return
         try:
             state = self.index[raw]
         except (KeyError, TypeError):
@@ -1148,6 +1190,12 @@ _PROMETHEUS_TYPE: Final[Mapping[str, str]] = {
 }
 
 
+_OWN_FAMILIES: Final = tuple(
+    f"trioscope_telemetry_{short}_total"
+    for short in ("events", "dropped", "series_dropped", "skipped")
+)
+
+
 def render_prometheus(snapshot: MetricsSnapshot) -> str:
     """*snapshot* in the Prometheus text exposition format, version 0.0.4.
 
@@ -1271,6 +1319,10 @@ class TelemetryHome(Home):
         self.attached = True
         self.start_soon(self._aggregate)
 
+    def is_attached(self) -> bool:
+        """Whether its handler is attached now (one that raised was detached)."""
+        return any(h.handler_id == self.handler_id for h in handlers())
+
     async def aclose(self) -> None:
         """Detach the handler (nothing is buffered any more)."""
         if self.attached:
@@ -1285,6 +1337,7 @@ class TelemetryHome(Home):
         capacity = self.settings.buffer_size
         wake_at = self._wake_at
         home = self
+        token = trio.lowlevel.current_trio_token()
 
         def handler(event_name: EventName, measurements: Measurements, metadata: Metadata) -> None:
             # Kept, not copied: emitters never change an event's mappings once
@@ -1293,7 +1346,13 @@ class TelemetryHome(Home):
             if n < capacity:
                 append((event_name, measurements, metadata))
                 if n == 0 or n == wake_at:
-                    home._wake.set()
+                    wake = home._wake
+                    try:
+                        wake.set()
+                    except RuntimeError:
+                        # Executed in a worker thread (trio.to_thread copies the
+                        # scope into it): wake the aggregator from Trio's thread.
+                        token.run_sync_soon(wake.set)
             else:
                 home.dropped_total += 1
 
@@ -1335,6 +1394,7 @@ class TelemetryHome(Home):
         width = self._width
         floor = math.floor
         now = trio.current_time()
+        now_slot = _slot_of(now, width)
         popleft = buffer.popleft
         readers = self.readers
         timed = self.timed
@@ -1342,9 +1402,18 @@ class TelemetryHome(Home):
         slot = 0
         for _ in range(n):
             event_name, measurements, metadata = popleft()
+            self.events_total += 1
             if event_name in timed:
                 time_s = measurements.get("monotonic_time")
-                slot = floor((time_s if type(time_s) is float else now) / width)
+                # Its own time if it is a plain float not after now (a NaN, an
+                # infinity or a future time would break the ring): else now.
+                if type(time_s) is float and time_s <= now:
+                    try:
+                        slot = floor(time_s / width)
+                    except (OverflowError, ValueError):  # a subnormal width
+                        slot = now_slot
+                else:
+                    slot = now_slot
             for reader in readers.get(event_name, none):
                 # A bad value (whose str or hash raises, say) must not stop the rest.
                 try:
@@ -1358,7 +1427,6 @@ class TelemetryHome(Home):
                         aggregate.update(measurements, raw, slot)
                     except Exception as exc:
                         aggregate.failed(exc)
-        self.events_total += n
         return n
 
     def set_window(self, window_s: float) -> None:
@@ -1377,7 +1445,7 @@ class TelemetryHome(Home):
         """Aggregate what is buffered, then every metric's state now."""
         self.drain()
         now = trio.current_time()
-        slot = math.floor(now / self._width)
+        slot = _slot_of(now, self._width)
         return MetricsSnapshot(
             time_s=now,
             window_s=self.settings.window_s,
@@ -1498,7 +1566,7 @@ class TelemetryService(Service):
             dropped_total=home.dropped_total,
             metrics=len(home.aggregates),
             series=_series_count(home.aggregates),
-            attached=home.attached,
+            attached=home.is_attached(),
             restarts=home.service_starts - 1,
         )
 
@@ -1573,18 +1641,34 @@ def telemetry_spec(
     """
     chosen = list(DEFAULT_METRICS if metrics is None else metrics)
     names: set[str] = set()
-    exposed: dict[str, str] = {}
+    # Every sample name the exposition will hold -> who holds it (the service's own first).
+    exposed: dict[str, str] = dict.fromkeys(_OWN_FAMILIES, "the TelemetryService's own")
     for metric in chosen:
         if not isinstance(metric, Metric):
             raise TypeError(f"telemetry_spec: metrics must be Metric values, got {metric!r}")
         if metric.name in names:
             raise ValueError(f"telemetry_spec: two metrics are named {metric.name!r}")
         names.add(metric.name)
-        other = exposed.setdefault(metric.prometheus_name, metric.name)
-        if other != metric.name:
+        family = metric.prometheus_name
+        samples = [family]
+        if metric.kind == "distribution":
+            samples += [f"{family}_sum", f"{family}_count"]
+        for sample in samples:
+            other = exposed.setdefault(sample, metric.name)
+            if other != metric.name:
+                raise ValueError(
+                    f"telemetry_spec: metrics {other!r} and {metric.name!r} would both expose "
+                    f"{sample!r} in Prometheus: rename one"
+                )
+        labels = [_label_name(tag) for tag in metric.tags]
+        if metric.kind == "distribution":
+            labels.append("quantile")
+        clash = sorted({label for label in labels if labels.count(label) > 1})
+        if clash:
             raise ValueError(
-                f"telemetry_spec: metrics {other!r} and {metric.name!r} would both be "
-                f"{metric.prometheus_name!r} in Prometheus: rename one"
+                f"telemetry_spec: metric {metric.name!r} has tags {metric.tags!r}, which would "
+                f"give it the Prometheus label {clash[0]!r} twice"
+                + (" (a summary's quantile label is its own)" if "quantile" in clash else "")
             )
     settings = TelemetrySettings(window_s=window_s, buffer_size=buffer_size)
     cls: object = TelemetryService if service is None else service

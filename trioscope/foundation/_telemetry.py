@@ -802,8 +802,37 @@ class _Counter(_Aggregate):
         state[0] += 1
 
 
+class _Measured(_Aggregate):
+    """An aggregate of a measurement's values: `update` checks the value (a finite
+    int or float, kept plain) and finds the series; `apply` is the kind's own step."""
+
+    __slots__ = ()
+
+    def update(self, measurements: Measurements, raw: object, slot: int) -> None:
+        value: object = measurements.get(self.measurement)
+        if type(value) is float:
+            if value - value != 0:  # inf or NaN
+                self.skipped += 1
+                return
+        elif type(value) is not int:
+            value = _plain(value)  # a subclass is kept as a plain int or float
+            if value is None:
+                self.skipped += 1
+                return
+        try:
+            state = self.index[raw]
+        except (KeyError, TypeError):
+            state = self.miss(raw)
+            if state is None:
+                return
+        self.apply(state, value, slot)
+
+    def apply(self, state: Any, value: float, slot: int) -> None:
+        raise NotImplementedError
+
+
 @final
-class _Sum(_Aggregate):
+class _Sum(_Measured):
     """State: ``[total]``."""
 
     __slots__ = ()
@@ -811,28 +840,12 @@ class _Sum(_Aggregate):
     def new_state(self) -> list[float]:
         return [0]
 
-    def update(self, measurements: Measurements, raw: object, slot: int) -> None:
-        value: object = measurements.get(self.measurement)
-        if type(value) is float:
-            if value - value != 0:  # inf or NaN
-                self.skipped += 1
-                return
-        elif type(value) is not int:
-            value = _plain(value)  # a subclass is kept as a plain int or float
-            if value is None:
-                self.skipped += 1
-                return
-        try:
-            state = self.index[raw]
-        except (KeyError, TypeError):
-            state = self.miss(raw)
-            if state is None:
-                return
+    def apply(self, state: Any, value: float, slot: int) -> None:
         state[0] += value
 
 
 @final
-class _LastValue(_Aggregate):
+class _LastValue(_Measured):
     """State: ``[value]``."""
 
     __slots__ = ()
@@ -840,23 +853,7 @@ class _LastValue(_Aggregate):
     def new_state(self) -> list[float]:
         return [0]
 
-    def update(self, measurements: Measurements, raw: object, slot: int) -> None:
-        value: object = measurements.get(self.measurement)
-        if type(value) is float:
-            if value - value != 0:  # inf or NaN
-                self.skipped += 1
-                return
-        elif type(value) is not int:
-            value = _plain(value)  # a subclass is kept as a plain int or float
-            if value is None:
-                self.skipped += 1
-                return
-        try:
-            state = self.index[raw]
-        except (KeyError, TypeError):
-            state = self.miss(raw)
-            if state is None:
-                return
+    def apply(self, state: Any, value: float, slot: int) -> None:
         state[0] = value
 
 
@@ -938,7 +935,7 @@ class _DistributionSeries:
 
 
 @final
-class _Distribution(_Aggregate):
+class _Distribution(_Measured):
     """State: a `_DistributionSeries`."""
 
     __slots__ = ()
@@ -946,23 +943,7 @@ class _Distribution(_Aggregate):
     def new_state(self) -> _DistributionSeries:
         return _DistributionSeries()
 
-    def update(self, measurements: Measurements, raw: object, slot: int) -> None:
-        value: object = measurements.get(self.measurement)
-        if type(value) is float:
-            if value - value != 0:  # inf or NaN
-                self.skipped += 1
-                return
-        elif type(value) is not int:
-            value = _plain(value)  # a subclass is kept as a plain int or float
-            if value is None:
-                self.skipped += 1
-                return
-        try:
-            state = self.index[raw]
-        except (KeyError, TypeError):
-            state = self.miss(raw)
-            if state is None:
-                return
+    def apply(self, state: Any, value: float, slot: int) -> None:
         state.add(value, slot)
 
 

@@ -60,7 +60,7 @@ import math
 import os
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Final, Generic, TypeVar, cast, overload
 
@@ -83,6 +83,7 @@ from ._errors import (
     ConfigUpdateTimeoutError,
     EventBufferFullError,
     EventRejected,
+    SubscriptionOverflowError,
     UnknownConfigPathError,
 )
 from ._event import Event
@@ -811,6 +812,40 @@ async def subscribe(
         buffer = configured if isinstance(configured, int) else DEFAULT_SUBSCRIBER_BUFFER
     async with home.hub.subscribe(buffer=buffer, accept=accept) as changes:
         yield changes
+
+
+async def follow(
+    section: str,
+    reload: Callable[[], object],
+    changed: Callable[[], Awaitable[object]] | None = None,
+) -> None:
+    """Keep a service's settings in step with *section* of its scope's configuration.
+
+    For a service's own task (the event store, the telemetry service): calls
+    *reload* now and after every change under *section*, then awaits
+    *changed* (if given) after each change. It follows the config home of the
+    scope across its restarts (waiting for the next one while it is away),
+    reads everything again after being cut off for lagging, and returns when
+    the scope's schema has no such section.
+    """
+    registry = current_registry()
+    while True:
+        home = registry.lookup(HOME_NAME)
+        try:
+            async with subscribe(under=section) as changes:
+                reload()  # anything missed before (re)subscribing
+                async for _ in changes:
+                    reload()
+                    if changed is not None:
+                        await changed()
+        except SubscriptionOverflowError:
+            continue  # too slow once: read everything again and resubscribe
+        except ServiceUnavailableError:
+            pass  # the config home is between two incarnations
+        except UnknownConfigPathError:
+            return  # an application schema without this section: nothing to follow
+        # The subscription ended with its home: wait for the next one.
+        await registry.wait_for(HOME_NAME, after=home)
 
 
 def _under(path: str) -> Callable[[ConfigChange], bool]:

@@ -122,7 +122,6 @@ from ._errors import (
     EventBufferFullError,
     EventQueryRejected,
     EventRejected,
-    SubscriptionOverflowError,
 )
 from ._event import JSON, Backend, Event
 from ._home import Home, find_home, home_spec
@@ -1492,32 +1491,12 @@ class EventStore(Service):
     # -- settings from config --------------------------------------------------------
 
     async def _follow_config(self) -> None:
-        """Apply updates of ``events.*`` as they come (retention at once).
-
-        Follows the config home of this scope; if it is replaced (the config
-        child restarted on its own), follows the next one.
-        """
+        """Apply updates of ``events.*`` as they come (retention at once)."""
         from . import _config
-        from ._errors import UnknownConfigPathError
 
-        registry = current_registry()
-        while True:
-            home = registry.lookup(_config.HOME_NAME)
-            try:
-                # Only events.* changes and resets wake the store.
-                async with _config.subscribe(under="events") as changes:
-                    self._reload_settings()  # anything missed before (re)subscribing
-                    async for _ in changes:
-                        self._reload_settings()
-                        await self._retain(self._wall_clock())
-            except SubscriptionOverflowError:
-                continue  # too slow once: read everything again and resubscribe
-            except ServiceUnavailableError:
-                pass  # the config home is between two incarnations
-            except UnknownConfigPathError:
-                return  # an application schema with no events section: nothing to follow
-            # The subscription ended with its home: wait for the next one.
-            await registry.wait_for(_config.HOME_NAME, after=home)
+        await _config.follow(
+            "events", self._reload_settings, lambda: self._retain(self._wall_clock())
+        )
 
     def _reload_settings(self) -> None:
         try:

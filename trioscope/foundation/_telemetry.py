@@ -1552,29 +1552,10 @@ class TelemetryService(Service):
         )
 
     async def _follow_config(self) -> None:
-        """Apply updates of ``telemetry.window_s`` as they come.
-
-        Follows the config home of this scope; if it is replaced (the config
-        child restarted on its own), follows the next one.
-        """
+        """Apply updates of ``telemetry.window_s`` as they come."""
         from . import _config
-        from ._errors import SubscriptionOverflowError, UnknownConfigPathError
 
-        registry = current_registry()
-        while True:
-            config_home = registry.lookup(_config.HOME_NAME)
-            try:
-                async with _config.subscribe(under="telemetry") as changes:
-                    self._reload_settings()  # anything missed before (re)subscribing
-                    async for _ in changes:
-                        self._reload_settings()
-            except SubscriptionOverflowError:
-                continue  # too slow once: read everything again and resubscribe
-            except ServiceUnavailableError:
-                pass  # the config home is between two incarnations
-            except UnknownConfigPathError:
-                return  # an application schema with no telemetry section
-            await registry.wait_for(_config.HOME_NAME, after=config_home)
+        await _config.follow("telemetry", self._reload_settings)
 
     def _reload_settings(self) -> None:
         home = self._home

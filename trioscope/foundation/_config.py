@@ -87,7 +87,7 @@ from ._errors import (
     UnknownConfigPathError,
 )
 from ._event import Event
-from ._home import Home, find_home, home_spec
+from ._home import Home, find_home, home_spec, own_home
 from ._settings import (
     DEFAULT_ENV_PREFIX,
     DEFAULT_ENV_SEPARATOR,
@@ -466,13 +466,9 @@ class ConfigServer(Service):
 
     async def init(self) -> None:
         """Find the home (started just before it, in the same supervisor)."""
-        # Its own scope's home only: a parent scope's is another configuration.
-        home = current_registry().lookup_here(HOME_NAME)
-        if not isinstance(home, ConfigHome):
-            raise RuntimeError(
-                f"ConfigServer found no {HOME_NAME!r} in its registry scope: start it with "
-                "trioscope.foundation.config.config_spec(), which starts its home first"
-            )
+        home = own_home(
+            HOME_NAME, ConfigHome, "ConfigServer", "trioscope.foundation.config.config_spec()"
+        )
         self._home = home
         home.server_starts += 1
         self._started = trio.current_time()

@@ -124,7 +124,7 @@ from ._errors import (
     EventRejected,
 )
 from ._event import JSON, Backend, Event
-from ._home import Home, find_home, home_spec
+from ._home import Home, find_home, home_spec, own_home
 from ._memory import MemoryBackend
 from ._subscription import Hub, Subscription
 from ._telemetry import EVENTS_OVERFLOW, EVENTS_PRUNE, EVENTS_REJECT, EVENTS_STORE, emit_count
@@ -1021,12 +1021,9 @@ class EventStore(Service):
     # -- lifecycle -----------------------------------------------------------------
 
     async def init(self) -> None:
-        home = find_home(EVENTS_HOME_NAME, EventsHome)
-        if home is None:
-            raise RuntimeError(
-                "the EventStore found no events home in its scope: start it with "
-                "event_store_spec(), which starts the home first"
-            )
+        home = own_home(
+            EVENTS_HOME_NAME, EventsHome, "EventStore", "trioscope.foundation.event_store_spec()"
+        )
         self._home = home
         from_config = _settings_from_config(self._spec_settings)
         if from_config is not None:

@@ -171,3 +171,23 @@ def find_home(name: str, cls: type[H]) -> H | None:
     raise TypeError(
         f"{name!r} is registered to a {type(value).__qualname__}, not a {cls.__qualname__}"
     )
+
+
+def own_home(name: str, cls: type[H], service: str, spec: str) -> H:
+    """The home *name* of the current registry itself: a service's own, started just
+    before it in the same supervisor (a parent scope's would be another service's).
+
+    For a service's ``init``. *service* and *spec* name the service and the spec
+    that starts both, for the message.
+
+    Raises:
+        RuntimeError: no such home in this scope (the service was started
+            without its spec).
+    """
+    home = current_registry().lookup_here(name)
+    if not isinstance(home, cls):
+        raise RuntimeError(
+            f"{service} found no {name!r} in its registry scope: start it with {spec}, "
+            "which starts its home first"
+        )
+    return home

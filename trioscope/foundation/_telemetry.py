@@ -135,11 +135,10 @@ from .._child_spec import ChildSpec
 from .._correlation import _correlation
 from .._errors import NoRegistryError, ServiceUnavailableError
 from .._names import _call
-from .._registry import current_registry
 from .._service import DEFAULT_CALL_TIMEOUT_S, DEFAULT_MAILBOX_SIZE, Service
 from .._supervisor import Strategy, Supervisor, supervisor_spec
 from ..telemetry import EventName, Measurements, Metadata, attach, detach, execute, handlers
-from ._home import Home, find_home, home_spec
+from ._home import Home, find_home, home_spec, own_home
 from ._settings import TelemetrySettings
 
 __all__ = [
@@ -1503,12 +1502,12 @@ class TelemetryService(Service):
 
     async def init(self) -> None:
         """Find the home of its own scope (started just before it)."""
-        home = current_registry().lookup_here(HOME_NAME)
-        if not isinstance(home, TelemetryHome):
-            raise RuntimeError(
-                f"TelemetryService found no {HOME_NAME!r} in its registry scope: start it "
-                "with trioscope.foundation.telemetry.telemetry_spec(), which starts its home first"
-            )
+        home = own_home(
+            HOME_NAME,
+            TelemetryHome,
+            "TelemetryService",
+            "trioscope.foundation.telemetry.telemetry_spec()",
+        )
         self._home = home
         home.service_starts += 1
         self._started = trio.current_time()

@@ -210,3 +210,19 @@ def test_8_merging_wide_sketches_folds_the_surplus_at_once_and_keeps_every_count
     # The buckets nearest zero were folded; the top of the range is exact.
     assert merged.max == max(s.max for s in sketches)
     assert merged.quantile(1.0) == merged.max
+
+
+async def test_1_measurements_that_are_no_mapping_are_skipped_and_counted() -> None:
+    metrics = [telemetry.distribution("app.job.stop.duration")]
+    async with running(telemetry.telemetry_spec(metrics)):
+        first = home()
+        core.execute(APP, [("duration", 1.0)])  # type: ignore[arg-type]
+        core.execute(APP, {"duration": 2.0})
+        snap = await telemetry.snapshot()
+        assert home() is first
+    metric = snap.metric("app.job.stop.duration")
+    assert (metric.skipped, snap.events_total) == (1, 2)
+    series = metric.get()
+    assert series is not None
+    assert series.summary is not None
+    assert series.summary.count == 1

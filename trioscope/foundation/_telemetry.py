@@ -1382,17 +1382,16 @@ class TelemetryHome(Home):
         slot = 0
         for _ in range(n):
             event_name, measurements, metadata = popleft()
-            self.events_total += 1
             if event_name in timed:
-                time_s = measurements.get("monotonic_time")
                 # Its own time if it is a plain float not after now (a NaN, an
                 # infinity or a future time would break the ring): else now.
-                if type(time_s) is float and time_s <= now:
-                    try:
+                try:
+                    time_s = measurements.get("monotonic_time")
+                    if type(time_s) is float and time_s <= now:
                         slot = floor(time_s / width)
-                    except (OverflowError, ValueError):  # a subnormal width
+                    else:
                         slot = now_slot
-                else:
+                except Exception:  # measurements that are no mapping; a subnormal width
                     slot = now_slot
             for reader in readers.get(event_name, none):
                 # A bad value (whose str or hash raises, say) must not stop the rest.
@@ -1407,6 +1406,8 @@ class TelemetryHome(Home):
                         aggregate.update(measurements, raw, slot)
                     except Exception as exc:
                         aggregate.failed(exc)
+        # Nothing above raises: every event popped was aggregated (or skipped, counted).
+        self.events_total += n
         return n
 
     def set_window(self, window_s: float) -> None:

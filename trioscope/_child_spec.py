@@ -220,6 +220,7 @@ class _ChildHandle:
         "restarts",
         "shutdown",
         "stop_requested",
+        "supervision",
     )
 
     def __init__(self, restarts: int = 0, shutdown: float = DEFAULT_SHUTDOWN_S) -> None:
@@ -233,6 +234,9 @@ class _ChildHandle:
         self._on_deadline: Callable[[], None] | None = None
         # Set by a service that crashed: (label, handler, correlation id).
         self.origin: tuple[str, str, str | None] | None = None
+        # Set by the supervisor that runs the child: (supervisor id, child id,
+        # restart type, the supervisor's registry), for introspection (trioscope.testing).
+        self.supervision: tuple[str, str, Restart, object] | None = None
 
     def on_stop(self, callback: Callable[[], None]) -> None:
         """Call *callback* (synchronously) when a graceful stop is requested."""

@@ -513,6 +513,7 @@ class _Incarnation:
         "started_at",
         "status",
         "stop_reason",
+        "supervision",
         "t0",
         "t_meta",
         "task",
@@ -553,6 +554,8 @@ class _Incarnation:
         self.t0: float | None = None
         self.t_meta: dict[str, object] | None = None
         self.origin: Origin | None = None  # where its crash began, once it crashed
+        # Who supervises it: (supervisor id, child id, restart, registry), or None.
+        self.supervision: tuple[str, str, Restart, object] | None = None
         self.clock: Callable[[], float] | None = None  # Trio's clock, read once needed
 
     # -- callers' side --
@@ -1276,6 +1279,7 @@ class _ServiceStart(_Startable[ServiceRef[S]], Generic[S]):
         reason: str | BaseException = "killed"
         core.task = current_task()
         core.context_registry = _current.get()
+        core.supervision = handle.supervision
         service._trioscope_core = core
         try:
             try:

@@ -226,6 +226,7 @@ class _Run:
         self.sup = sup
         self.child = child
         self.handle = _ChildHandle(child.restarts, child.spec.shutdown)
+        self.handle.supervision = (sup.id, child.spec.id, child.spec.restart, sup._registry)
         self.scope = trio.CancelScope(shield=True)
         self.was_started = False
         self.value: object = None

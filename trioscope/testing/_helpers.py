@@ -50,7 +50,6 @@ from .._exits import describe, read_exit
 from .._names import wait_for_service as _wait_for_service
 from .._registry import Registry, _current, _current_registry_or_none, _no_registry_error
 from .._service import Service, ServiceRef, _Incarnation, _Message, _reason_text
-from .._supervisor import Supervisor, _Run
 from .._telemetry import Measurements, Metadata, _detach_exactly, attach
 
 if sys.version_info < (3, 11):  # pragma: no cover - Trio brings the backport there
@@ -275,19 +274,15 @@ async def _simulated_crash(service: Service, crash: _Crash) -> None:
 _simulated_crash.__name__ = "simulate_crash"  # what crash reports and telemetry call it
 
 
-def _supervision(core: _Incarnation) -> _Run | None:
-    """The supervisor's record of *core*'s run, or ``None`` if no supervisor runs it.
-
-    A supervised service runs inline in its supervisor's child wrapper
-    (`Supervisor._run_child`), whose frame holds the run. (A core hook could
-    make this a plain attribute of the incarnation.)
-    """
-    coro = getattr(core.task, "coro", None)
-    if getattr(coro, "cr_code", None) is not Supervisor._run_child.__code__:
+def _supervision(core: _Incarnation) -> tuple[str, str, Restart, Registry | None] | None:
+    """(supervisor id, child id, restart type, supervisor's registry) of *core*'s
+    supervisor, or ``None`` if no supervisor runs it (started by ``nursery.start``)."""
+    supervision = core.supervision
+    if supervision is None:
         return None
-    frame = getattr(coro, "cr_frame", None)
-    run = frame.f_locals.get("run") if frame is not None else None
-    return run if isinstance(run, _Run) and run.task is core.task else None
+    sup_id, child_id, restart, registry = supervision
+    assert registry is None or isinstance(registry, Registry)
+    return sup_id, child_id, restart, registry
 
 
 @final
@@ -313,11 +308,14 @@ class _CrashWatch:
         "supervisor",
     )
 
-    def __init__(self, run: _Run, crash: _Crash, name: str, label: str) -> None:
-        self.supervisor = run.sup.id
-        self.child = run.child.spec.id
-        self.restart = run.child.spec.restart
-        self.registry = run.sup._registry
+    def __init__(
+        self,
+        supervision: tuple[str, str, Restart, Registry | None],
+        crash: _Crash,
+        name: str,
+        label: str,
+    ) -> None:
+        self.supervisor, self.child, self.restart, self.registry = supervision
         self.crash = crash
         self.name = name
         self.label = label
@@ -472,8 +470,8 @@ async def simulate_crash(
 async def _crash_and_watch(
     name: str, core: _Incarnation, crash: _Crash, msg: _Message, timeout_s: float
 ) -> CrashOutcome:
-    run = _supervision(core)
-    if run is None or run.sup._registry is None:
+    supervision = _supervision(core)
+    if supervision is None or supervision[3] is None:
         with trio.move_on_after(timeout_s):
             await _send(core, msg)
             await core.ended().wait()
@@ -489,8 +487,9 @@ async def _crash_and_watch(
             if not crash.ran
             else "the service had not ended",
         )
-    watch = _CrashWatch(run, crash, name, core.label)
-    with _attached_in(run.sup._registry, watch.on_event):
+    registry = supervision[3]
+    watch = _CrashWatch(supervision, crash, name, core.label)
+    with _attached_in(registry, watch.on_event):
         with trio.move_on_after(timeout_s):
             await _send(core, msg)
             await watch.done.wait()

@@ -1,0 +1,200 @@
+"""The pytest plugin, run through pytester: fixtures, marker, and a test that must fail."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+PLUGIN = ("-p", "trioscope.testing._plugin", "-p", "no:cacheprovider")
+
+TRIO_MODE = """
+[pytest]
+trio_mode = true
+"""
+
+NO_TRIO_MODE = """
+[pytest]
+addopts = --strict-markers
+"""
+
+LEAKY = """
+import pytest
+import trio
+import trioscope
+
+class Cache:
+    def __repr__(self):
+        return "<Cache>"
+
+async def leaky_worker():
+    await trio.sleep_forever()
+
+@pytest.fixture
+async def background():
+    # A nursery that outlives the test body (its teardown runs beside the scope's).
+    async with trio.open_nursery() as nursery:
+        yield nursery
+        nursery.cancel_scope.cancel()
+
+async def test_leaks(trioscope_scope, background):
+    background.start_soon(leaky_worker, name="leaky-worker")
+    held = trioscope_scope.registry.registered("cache", Cache())
+    held.__enter__()
+    test_leaks.held = held  # keep the registration alive past the test
+    await trio.testing.wait_all_tasks_blocked()
+
+async def test_clean(trioscope_scope, nursery):
+    # pytest-trio's nursery fixture is the test's own: cancelled as the test ends.
+    with trioscope_scope.registry.registered("cache", Cache()):
+        nursery.start_soon(leaky_worker)
+        trioscope_scope.start_soon(leaky_worker)
+        await trio.testing.wait_all_tasks_blocked()
+"""
+
+
+def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_inprocess(*PLUGIN, *args)
+
+
+def test_the_scope_is_the_tests_current_registry(pytester: pytest.Pytester) -> None:
+    pytester.makeini(TRIO_MODE)
+    pytester.makepyfile(
+        """
+        import contextvars
+        import trioscope
+        from trioscope._registry import _current
+
+        async def test_current(trioscope_scope, request):
+            assert trioscope.current_registry() is trioscope_scope.registry
+            assert trioscope_scope.namespace == request.node.nodeid
+            assert trioscope_scope.registry.isolated
+            assert trioscope_scope.registry.parent is None
+
+        async def test_no_scope_without_asking():
+            assert _current.get() is None
+        """
+    )
+    _run(pytester).assert_outcomes(passed=2)
+
+
+def test_foundation_fixture_and_both_fixtures_share_one_scope(pytester: pytest.Pytester) -> None:
+    pytester.makeini(TRIO_MODE)
+    pytester.makepyfile(
+        """
+        import pytest
+        import trioscope
+        from trioscope.foundation import config
+
+        async def test_foundation(foundation):
+            assert trioscope.current_registry() is foundation.registry
+            assert isinstance(foundation.foundation, trioscope.Supervisor)
+            await config.update("events.max_events", 7)
+            assert config.get("events.max_events") == 7
+
+        async def test_both(trioscope_scope, foundation):
+            assert trioscope_scope is foundation
+            assert foundation.foundation is not None
+
+        @pytest.mark.trioscope_scope(name="mine", values={"events": {"max_events": 3}})
+        async def test_marker_configures_the_fixture(foundation):
+            assert foundation.namespace == "mine"
+            assert config.get("events.max_events") == 3
+        """
+    )
+    _run(pytester).assert_outcomes(passed=3)
+
+
+def test_marker_alone_runs_the_body_in_a_scope(pytester: pytest.Pytester) -> None:
+    pytester.makeini(TRIO_MODE)
+    pytester.makepyfile(
+        """
+        import pytest
+        import trioscope
+        from trioscope.foundation import config
+
+        @pytest.mark.trioscope_scope(foundation=True, values={"events": {"max_events": 9}})
+        async def test_marked():
+            reg = trioscope.current_registry()
+            assert reg.isolated
+            assert reg.namespace.endswith("::test_marked")
+            assert config.get("events.max_events") == 9
+
+        @pytest.mark.trioscope_scope
+        async def test_marked_leak():
+            test_marked_leak.held = trioscope.current_registry().registered("left", "value")
+            test_marked_leak.held.__enter__()
+        """
+    )
+    result = _run(pytester)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        ["*LeakError: test scope '*::test_marked_leak' leaked 1 thing*", "*- name 'left'*"]
+    )
+
+
+def test_a_leaky_test_fails_naming_the_task_and_the_name(pytester: pytest.Pytester) -> None:
+    pytester.makeini(TRIO_MODE)
+    pytester.makepyfile(test_leaky=LEAKY)
+    result = _run(pytester)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*LeakError: test scope 'test_leaky.py::test_leaks' leaked 2 things that outlived it*",
+            "*- name 'cache' in registry 'test_leaky.py::test_leaks': still registered, "
+            "held by <Cache>",
+            "*- task 'leaky-worker' in registry 'test_leaky.py::test_leaks': still running: "
+            "started as leaky_worker (*test_leaky.py:9), now in leaky_worker (*test_leaky.py:10)",
+        ]
+    )
+    assert "test_clean" not in "\n".join(
+        line for line in result.outlines if line.startswith("FAILED")
+    )
+
+
+def test_marked_trio_tests_without_trio_mode(pytester: pytest.Pytester) -> None:
+    pytester.makeini(NO_TRIO_MODE)
+    pytester.makepyfile(
+        test_marked="""
+        import pytest
+        import trio
+        import trioscope
+
+        pytestmark = pytest.mark.trio
+
+        async def test_current(trioscope_scope):
+            assert trioscope.current_registry() is trioscope_scope.registry
+
+        async def test_leaks(trioscope_scope):
+            trio.lowlevel.spawn_system_task(
+                trio.sleep_forever,
+                name="system-leak",
+                context=trio.lowlevel.current_task().context.copy(),
+            )
+            await trio.lowlevel.checkpoint()
+        """
+    )
+    result = _run(pytester)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*- task 'system-leak' in registry 'test_marked.py::test_leaks'*"])
+
+
+def test_a_failing_test_keeps_its_error_beside_the_leak(pytester: pytest.Pytester) -> None:
+    pytester.makeini(TRIO_MODE)
+    pytester.makepyfile(
+        test_fails="""
+        async def test_fails(trioscope_scope):
+            test_fails.held = trioscope_scope.registry.registered("left", "v")
+            test_fails.held.__enter__()
+            assert 1 == 2, "the test's own failure"
+        """
+    )
+    result = _run(pytester)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*AssertionError: the test's own failure*"])
+    result.stdout.fnmatch_lines(["*LeakError: test scope 'test_fails.py::test_fails' leaked 1*"])
+
+
+def test_marker_is_registered(pytester: pytest.Pytester) -> None:
+    result = _run(pytester, "--markers")
+    result.stdout.fnmatch_lines(["@pytest.mark.trioscope_scope(name=None, foundation=False, *"])

@@ -35,6 +35,9 @@ MODULES = [
     "trioscope.foundation.events",
     "trioscope.foundation._telemetry",
     "trioscope.foundation.telemetry",
+    "trioscope.testing._scope",
+    "trioscope.testing._plugin",
+    "trioscope.testing._helpers",
 ]
 
 

@@ -6,7 +6,8 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-PLUGIN = ("-p", "trioscope.testing._plugin", "-p", "no:cacheprovider")
+# No "-p trioscope.testing._plugin": installing trioscope registers it (pytest11).
+PLUGIN = ("-p", "no:cacheprovider")
 
 TRIO_MODE = """
 [pytest]

@@ -38,6 +38,7 @@ MODULES = [
     "trioscope.testing._scope",
     "trioscope.testing._plugin",
     "trioscope.testing._helpers",
+    "trioscope.testing._runner",
 ]
 
 

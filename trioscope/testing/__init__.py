@@ -9,7 +9,8 @@ marker. Nothing is autouse: a test that asks for no scope sees none.
 Outside pytest, `open_test_scope` gives the same scope to any Trio code. The
 helpers wait without polling and report exactly: `wait_for_service`,
 `wait_for_restart`, `simulate_crash`, `assert_isolated`,
-`measure_concurrent_ops`. See docs/testing.md.
+`measure_concurrent_ops`; `run_concurrently` runs many isolated bodies at
+once in one Trio run (ExUnit's ``async: true``). See docs/testing.md.
 """
 
 from .._fixup import fixup_module_metadata
@@ -25,6 +26,13 @@ from ._helpers import measure_concurrent_ops as measure_concurrent_ops
 from ._helpers import simulate_crash as simulate_crash
 from ._helpers import wait_for_restart as wait_for_restart
 from ._helpers import wait_for_service as wait_for_service
+from ._runner import BodiesFailedError as BodiesFailedError
+from ._runner import BodyOutcome as BodyOutcome
+from ._runner import BodyResult as BodyResult
+from ._runner import BodyTimeoutError as BodyTimeoutError
+from ._runner import RunReport as RunReport
+from ._runner import ScopeBody as ScopeBody
+from ._runner import run_concurrently as run_concurrently
 from ._scope import Leak as Leak
 from ._scope import LeakError as LeakError
 from ._scope import LeakKind as LeakKind
@@ -33,6 +41,10 @@ from ._scope import open_test_scope as open_test_scope
 
 __all__ = [
     "DEFAULT_WAIT_S",
+    "BodiesFailedError",
+    "BodyOutcome",
+    "BodyResult",
+    "BodyTimeoutError",
     "CrashAction",
     "CrashNotReachedError",
     "CrashOutcome",
@@ -40,12 +52,15 @@ __all__ = [
     "LeakError",
     "LeakKind",
     "OpsMeasurement",
+    "RunReport",
+    "ScopeBody",
     "ServiceWaitTimeoutError",
     "SimulatedCrash",
     "TestScope",
     "assert_isolated",
     "measure_concurrent_ops",
     "open_test_scope",
+    "run_concurrently",
     "simulate_crash",
     "wait_for_restart",
     "wait_for_service",

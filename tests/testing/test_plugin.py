@@ -199,3 +199,35 @@ def test_a_failing_test_keeps_its_error_beside_the_leak(pytester: pytest.Pyteste
 def test_marker_is_registered(pytester: pytest.Pytester) -> None:
     result = _run(pytester, "--markers")
     result.stdout.fnmatch_lines(["@pytest.mark.trioscope_scope(name=None, foundation=False, *"])
+
+
+def test_tasks_another_fixture_starts_for_itself_are_not_the_tests_leaks(
+    pytester: pytest.Pytester,
+) -> None:
+    """pytest-trio shares one context between a test and its fixtures, and sets up
+    fixtures that do not depend on each other in any order: a fixture's own tasks
+    may inherit the test scope's registry. They are that fixture's business (it
+    cancels them in its teardown), not leaks of the test (review: 10 of 20 failed)."""
+    pytester.makeini(TRIO_MODE)
+    pytester.makepyfile(
+        test_other_fixture="""
+        import pytest
+        import trio
+
+        async def heartbeat():
+            await trio.sleep_forever()
+
+        @pytest.fixture
+        async def server():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(heartbeat, name="server-heartbeat")
+                yield
+                nursery.cancel_scope.cancel()
+
+        @pytest.mark.parametrize("i", range(20))
+        async def test_clean(trioscope_scope, server, i):
+            pass
+        """
+    )
+    result = _run(pytester)
+    result.assert_outcomes(passed=20)

@@ -43,6 +43,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+import trio
 
 from ._scope import TestScope, open_test_scope
 
@@ -78,8 +79,22 @@ def _scope_kwargs(node: pytest.Item, *, foundation: bool) -> dict[str, Any]:
 async def trioscope_scope(request: pytest.FixtureRequest) -> AsyncIterator[TestScope]:
     """The test's own isolated trioscope scope, checked for leaks when the test ends."""
     kwargs = _scope_kwargs(request.node, foundation="foundation" in request.fixturenames)
-    async with open_test_scope(**kwargs) as scope:
+    async with open_test_scope(**kwargs, _foreign=_other_fixtures) as scope:
         yield scope
+
+
+def _other_fixtures() -> frozenset[trio.lowlevel.Task]:
+    """pytest-trio's tasks for the test's other fixtures (siblings of this fixture's
+    task, the test's own task aside): what they start is theirs, not the test's."""
+    me = trio.lowlevel.current_task()
+    nursery = me.parent_nursery
+    if nursery is None:
+        return frozenset()
+    return frozenset(
+        task
+        for task in nursery.child_tasks
+        if task is not me and not task.name.startswith("<test ")
+    )
 
 
 @pytest.fixture

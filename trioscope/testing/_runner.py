@@ -70,7 +70,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import attrs
 import trio
@@ -322,9 +322,8 @@ async def run_concurrently(
             returned = False
             try:
                 with trio.move_on_after(math.inf if timeout is None else timeout) as deadline:
-                    async with open_test_scope(
-                        name, foundation=foundation, **foundation_kwargs
-                    ) as scope:
+                    settings: dict[str, Any] = foundation_kwargs  # open_foundation's
+                    async with open_test_scope(name, foundation=foundation, **settings) as scope:
                         await body(scope)
                         returned = True
             except BaseException as exc:

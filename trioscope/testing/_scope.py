@@ -358,8 +358,55 @@ def _in_trio(filename: str) -> bool:
     return filename.startswith(_TRIO_DIR)
 
 
+@final
+class _Spawners(trio.abc.Instrument):
+    """Records which task spawned each task while a scope is open.
+
+    A task's nursery says where it runs, not who started it: a test body may
+    start a task in a nursery some other fixture owns (a leak of the test's),
+    and that fixture may start its own tasks there (none of the test's
+    business, even when they inherit the test's registry through the context
+    pytest-trio shares between a test and its fixtures).
+    """
+
+    def __init__(self) -> None:
+        self.spawner: dict[trio.lowlevel.Task, trio.lowlevel.Task] = {}
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        try:
+            self.spawner[task] = trio.lowlevel.current_task()
+        except RuntimeError:  # spawned from outside any task (a system task)
+            pass
+
+    def task_exited(self, task: trio.lowlevel.Task) -> None:
+        self.spawner.pop(task, None)
+
+
+def _started_by(
+    task: trio.lowlevel.Task, spawners: _Spawners | None, roots: frozenset[trio.lowlevel.Task]
+) -> trio.lowlevel.Task | None:
+    """The first of *roots* that started *task* (itself, or through the tasks that
+    started it, else its nurseries' owners), or ``None``."""
+    current: trio.lowlevel.Task | None = task
+    seen: set[trio.lowlevel.Task] = set()
+    while current is not None and current not in seen:
+        if current in roots:
+            return current
+        seen.add(current)
+        parent = spawners.spawner.get(current) if spawners is not None else None
+        if parent is None:
+            nursery = current.parent_nursery
+            parent = nursery.parent_task if nursery is not None else None
+        current = parent
+    return None
+
+
 def _task_leaks(
-    scope: Registry, me: trio.lowlevel.Task, own: list[trio.Nursery]
+    scope: Registry,
+    me: trio.lowlevel.Task,
+    own: list[trio.Nursery],
+    foreign: frozenset[trio.lowlevel.Task] = frozenset(),
+    spawners: _Spawners | None = None,
 ) -> dict[trio.lowlevel.Task, Leak]:
     """Live tasks whose current registry is the scope's or one nested in it.
 
@@ -375,6 +422,8 @@ def _task_leaks(
     for task in _walk(trio.lowlevel.current_root_task()):
         if task in skip or task.context is me.context:
             continue
+        if foreign and _started_by(task, spawners, foreign) is not None:
+            continue  # started by another fixture (its own business), not by the test
         reg = _task_registry(task)
         if _within(reg, scope):
             assert reg is not None
@@ -405,7 +454,11 @@ def _add_note(exc: BaseException, note: str) -> None:
 
 @asynccontextmanager
 async def open_test_scope(
-    name: str | None = None, *, foundation: bool = False, **foundation_kwargs: object
+    name: str | None = None,
+    *,
+    foundation: bool = False,
+    _foreign: Callable[[], frozenset[trio.lowlevel.Task]] | None = None,
+    **foundation_kwargs: object,
 ) -> AsyncIterator[TestScope]:
     """Open an isolated registry scope for a test body, and fail it if anything leaks.
 
@@ -433,6 +486,30 @@ async def open_test_scope(
             "pass foundation=True too"
         )
     me = trio.lowlevel.current_task()
+    # The plugin's: tasks (pytest-trio's other fixtures) whose own tasks are not the test's.
+    spawners = _Spawners() if _foreign is not None else None
+    if spawners is not None:
+        trio.lowlevel.add_instrument(spawners)
+    try:
+        async with _open_test_scope(
+            name, me, foundation, _foreign, spawners, foundation_kwargs
+        ) as scope:
+            yield scope
+    finally:
+        if spawners is not None:
+            trio.lowlevel.remove_instrument(spawners)
+
+
+@asynccontextmanager
+async def _open_test_scope(
+    name: str | None,
+    me: trio.lowlevel.Task,
+    foundation: bool,
+    foreign_of: Callable[[], frozenset[trio.lowlevel.Task]] | None,
+    spawners: _Spawners | None,
+    foundation_kwargs: dict[str, object],
+) -> AsyncIterator[TestScope]:
+    foreign = frozenset[trio.lowlevel.Task]()
     error: BaseException | None = None
     leaks: list[Leak] = []
     stray: dict[trio.lowlevel.Task, Leak] = {}
@@ -456,7 +533,11 @@ async def open_test_scope(
                         # outside the scope's own nurseries, outlive it: even one that
                         # another nursery is about to cancel (pytest-trio's nursery
                         # fixture tears down at this very moment, in its own task).
-                        stray = _task_leaks(registry, me, [nursery, *foundation_nurseries])
+                        if foreign_of is not None:
+                            foreign = foreign_of()
+                        stray = _task_leaks(
+                            registry, me, [nursery, *foundation_nurseries], foreign, spawners
+                        )
                         scope._nursery = None
                         nursery.cancel_scope.cancel()
             except BaseExceptionGroup as group:
@@ -472,7 +553,7 @@ async def open_test_scope(
                 leaks.extend(_held_leaks(registry, _holdings(sup, foundation_nurseries)))
     if error is None or not isinstance(error, _NO_CHECK):
         # Again once everything is closed: tasks started while the scope tore down.
-        stray.update(_task_leaks(registry, me, []))
+        stray.update(_task_leaks(registry, me, [], foreign, spawners))
         # Sibling tasks come in no particular order: report them in a stable one.
         leaks.extend(sorted(stray.values(), key=lambda leak: (leak.what, leak.detail)))
     found = tuple(sorted(leaks, key=lambda leak: _KIND_ORDER.index(leak.kind)))

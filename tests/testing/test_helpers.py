@@ -641,3 +641,26 @@ async def test_measure_checks_its_arguments() -> None:
         await measure_concurrent_ops(op, 1, 1.5)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"^fn must be an async callable"):
         await measure_concurrent_ops(None, 1, 1)  # type: ignore[arg-type]
+
+
+# -- review regressions (each failed before its fix) ---------------------------------------
+
+
+async def test_a_registered_service_is_found_even_with_a_zero_timeout() -> None:
+    async with trioscope.open_registry(isolated=True), trio.open_nursery() as nursery:
+        ref = await nursery.start(Counter.child_spec(name="c").start)
+        assert await wait_for_service("c", timeout=0) is ref
+        nursery.cancel_scope.cancel()
+
+
+async def test_simulate_crash_refuses_a_rejection_which_crashes_nothing() -> None:
+    async with trioscope.open_registry(isolated=True), trio.open_nursery() as nursery:
+        await nursery.start(Counter.child_spec(name="c").start)
+        with pytest.raises(TypeError, match=re.escape("nor a trioscope.Rejected")):
+            await simulate_crash("c", trioscope.Rejected("no"))
+        nursery.cancel_scope.cancel()
+
+
+async def test_measure_refuses_a_function_that_returns_no_awaitable() -> None:
+    with pytest.raises(TypeError, match="returned int, which cannot be awaited"):
+        await measure_concurrent_ops(lambda: 1, n=3, concurrency=2)  # type: ignore[arg-type,return-value]

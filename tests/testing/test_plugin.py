@@ -231,3 +231,22 @@ def test_tasks_another_fixture_starts_for_itself_are_not_the_tests_leaks(
     )
     result = _run(pytester)
     result.assert_outcomes(passed=20)
+
+
+def test_a_module_marker_leaves_sync_tests_alone(pytester: pytest.Pytester) -> None:
+    pytester.makeini(TRIO_MODE)
+    pytester.makepyfile(
+        test_module_marker="""
+        import pytest
+        import trioscope
+
+        pytestmark = pytest.mark.trioscope_scope
+
+        def test_plain_sync_helper():
+            assert 1 + 1 == 2
+
+        async def test_async_gets_a_scope():
+            assert trioscope.current_registry().isolated
+        """
+    )
+    _run(pytester).assert_outcomes(passed=2)

@@ -34,6 +34,7 @@ again. Every waiting helper is a checkpoint on every path and lets
 from __future__ import annotations
 
 import difflib
+import inspect
 import itertools
 import math
 import sys
@@ -45,7 +46,7 @@ import attrs
 import trio
 
 from .._child_spec import Restart, _check_seconds, _is_int
-from .._errors import ServiceUnavailableError, TrioscopeError
+from .._errors import Rejected, ServiceUnavailableError, TrioscopeError
 from .._exits import describe, read_exit
 from .._names import wait_for_service as _wait_for_service
 from .._registry import Registry, _current, _current_registry_or_none, _no_registry_error
@@ -213,6 +214,12 @@ async def _wait(
     if registry is None:
         await trio.lowlevel.checkpoint()
         raise _no_registry_error(f"wait_for_service({name!r})")
+    found = registry.lookup(name)
+    if isinstance(found, ServiceRef) and (
+        after is None or found._core.service is not after._core.service
+    ):
+        await trio.lowlevel.checkpoint()  # already there: found whatever the timeout
+        return found
     with trio.move_on_after(timeout_s):
         return await _wait_for_service(name, after=after)
     raise ServiceWaitTimeoutError(name, what, timeout_s, _known(registry, name, after))
@@ -415,6 +422,11 @@ async def simulate_crash(
     to see ``"gave_up"``, call this from outside that block (another task, or
     a scope around a nested supervisor).
 
+    Under ``ONE_FOR_ALL`` or ``REST_FOR_ONE`` it returns once the *crashed*
+    child is up again: siblings restarted with it may still be starting (the
+    supervisor restarts a group one child per step). Wait for each with
+    `wait_for_restart` before calling it.
+
     Args:
         timeout: Seconds of Trio's clock for all of it (mailbox space, the
             crash, the supervisor's decision, the new incarnation's start).
@@ -434,11 +446,12 @@ async def simulate_crash(
     if error is None:
         error = SimulatedCrash(f"simulated crash of service {name!r}")
     elif not isinstance(checked, BaseException) or isinstance(
-        checked, (trio.Cancelled, KeyboardInterrupt, SystemExit)
+        checked, (trio.Cancelled, KeyboardInterrupt, SystemExit, Rejected)
     ):
         raise TypeError(
             "error must be an exception a handler could crash with (not a Cancelled, "
-            f"KeyboardInterrupt or SystemExit), got {error!r}"
+            "KeyboardInterrupt or SystemExit, nor a trioscope.Rejected, which a service "
+            f"answers without crashing), got {error!r}"
         )
     _check_seconds("timeout", timeout, allow_inf=True)
     registry = _current_registry_or_none()
@@ -627,8 +640,14 @@ async def measure_concurrent_ops(
     async def worker() -> None:
         for _ in remaining:
             t0 = trio.current_time()
+            awaitable = fn()
+            if not inspect.isawaitable(awaitable):
+                raise TypeError(
+                    f"fn must be an async callable taking no arguments: {fn!r} returned "
+                    f"{type(awaitable).__name__}, which cannot be awaited"
+                )
             try:
-                await fn()
+                await awaitable
             except Exception as exc:
                 failures.append(exc)
             latencies.append(trio.current_time() - t0)

@@ -39,6 +39,7 @@ pytest-trio reports both.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -123,6 +124,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             continue  # the fixture reads the marker
         kwargs = _scope_kwargs(item, foundation=False)
         hypothesis = getattr(item.obj, "hypothesis", None)
+        body = hypothesis.inner_test if hypothesis is not None else item.obj
+        if not inspect.iscoroutinefunction(inspect.unwrap(body)):
+            # A sync test under a module's or class's marker has no Trio run to
+            # open a scope in: it runs as it is.
+            continue
         if hypothesis is not None:
             # One scope per example: wrap the inner test Hypothesis calls.
             hypothesis.inner_test = _in_scope(hypothesis.inner_test, kwargs)

@@ -316,13 +316,12 @@ async def test_an_exception_group_is_explained_leaf_by_leaf() -> None:
     report = await run_concurrently({"group": raises_two})
     with pytest.raises(BodiesFailedError) as info:
         report.raise_if_failed()
-    # The scope propagates several exceptions as its nursery's group (open_test_scope).
+    # The scope propagates the body's own group unchanged (open_test_scope).
     assert str(info.value) == (
         "1 of 1 body run concurrently failed:\n"
-        "  - 'group' raised ExceptionGroup: Exceptions from Trio nursery (1 sub-exception)\n"
-        "      - ExceptionGroup: two (2 sub-exceptions)\n"
-        "          - ValueError: a\n"
-        "          - KeyError: 'b'"
+        "  - 'group' raised ExceptionGroup: two (2 sub-exceptions)\n"
+        "      - ValueError: a\n"
+        "      - KeyError: 'b'"
     )
 
 

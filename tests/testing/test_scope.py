@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from contextlib import AbstractContextManager
 
 import pytest
@@ -13,6 +14,9 @@ from trioscope import telemetry
 from trioscope.foundation import Event, config, events
 from trioscope.foundation._foundation import FOUNDATION_SERVICES
 from trioscope.testing._scope import Leak, LeakError, TestScope, open_test_scope
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup, ExceptionGroup
 
 HERE = __file__
 
@@ -413,3 +417,36 @@ async def test_foundation_restarted_in_the_body_is_still_no_leak(
         after = {name: scope.registry.lookup(name) for name in FOUNDATION_SERVICES}
         assert [after[name] is before[name] for name in FOUNDATION_SERVICES] == [False, True, False]
         await events.store(Event("after.restart", {}))
+
+
+# -- review regressions: what leaves the body leaves the scope unchanged ----------------
+
+
+async def test_a_group_the_body_raises_propagates_as_the_very_object() -> None:
+    async def boom() -> None:
+        raise ValueError("inner")
+
+    with pytest.raises(BaseExceptionGroup) as info:
+        async with open_test_scope("group-of-one"), trio.open_nursery() as nursery:
+            nursery.start_soon(boom)
+    assert [type(e) for e in info.value.exceptions] == [ValueError]
+    assert info.value.message == "Exceptions from Trio nursery"  # the body's own nursery's
+
+    mine = ExceptionGroup("mine", [ValueError("a"), KeyError("b")])
+    with pytest.raises(ExceptionGroup) as caught:
+        async with open_test_scope("group-of-two"):
+            raise mine
+    assert caught.value is mine
+
+
+async def test_a_cancellation_passes_through_bare() -> None:
+    with trio.CancelScope() as outer:
+        try:
+            async with open_test_scope("cancelled"):
+                outer.cancel()
+                await trio.sleep_forever()
+        except trio.Cancelled:
+            raise
+        except BaseException as exc:  # pragma: no cover - the regression
+            pytest.fail(f"the cancellation came out as {exc!r}")
+    assert outer.cancelled_caught

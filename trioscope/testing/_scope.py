@@ -471,9 +471,11 @@ async def open_test_scope(
         **foundation_kwargs: Passed to ``open_foundation`` (``values=``, ...);
             only with ``foundation=True``.
 
-    The body's exception, if any, propagates unchanged, with any leaks added
-    as a note. An exception raised by a task of `TestScope.start_soon`
-    propagates the same way; several at once propagate as their exception group.
+    The body's exception, if any, propagates unchanged (the very object, a
+    `trio.Cancelled` or an exception group included), with any leaks added as
+    a note. An exception raised by a task of `TestScope.start_soon`
+    propagates alone; several at once as their exception group; beside an
+    error of the body, as a group of the body's and the tasks' errors.
 
     Raises:
         LeakError: the body ended normally, and a name, telemetry handler,
@@ -523,11 +525,16 @@ async def _open_test_scope(
                 sup = await stack.enter_async_context(open_foundation(**foundation_kwargs))  # type: ignore[arg-type]
                 foundation_nurseries = [n for n in me.child_nurseries if n not in before]
             scope = TestScope(registry, sup)
+            body_error: BaseException | None = None
             try:
                 async with trio.open_nursery() as nursery:
                     scope._nursery = nursery
                     try:
                         yield scope
+                    except BaseException as exc:
+                        # Kept aside, and raised again, the very object, once the
+                        # scope's own tasks are done: never wrapped in the nursery's group.
+                        body_error = exc
                     finally:
                         # Tasks started in the scope that are alive as the body ends,
                         # outside the scope's own nurseries, outlive it: even one that
@@ -541,14 +548,23 @@ async def _open_test_scope(
                         scope._nursery = None
                         nursery.cancel_scope.cancel()
             except BaseExceptionGroup as group:
-                # Unwrap policy: the nursery wraps what leaves the body and adds what
-                # its tasks raised. One exception that is not Cancelled propagates
-                # alone (as the body raised it); only Cancelled, or several
-                # exceptions, propagate as the group itself.
+                # What the scope's own tasks raised (the body's error is kept aside).
+                # Unwrap policy: one exception that is not Cancelled propagates alone;
+                # several propagate as the group; beside a body error, with it.
                 real = [e for e in _leaves(group) if not isinstance(e, trio.Cancelled)]
-                if len(real) != 1:
-                    raise
-                error = real[0]
+                if isinstance(body_error, trio.Cancelled) and real:
+                    body_error = None  # cancelled because a background task failed
+                if body_error is not None and real:
+                    raise BaseExceptionGroup(
+                        "a test scope's body and its background tasks failed",
+                        [body_error, *real],
+                    ) from None
+                if body_error is None:
+                    if len(real) != 1:
+                        raise
+                    error = real[0]
+            if body_error is not None:
+                error = body_error
             if error is None or not isinstance(error, _NO_CHECK):
                 leaks.extend(_held_leaks(registry, _holdings(sup, foundation_nurseries)))
     if error is None or not isinstance(error, _NO_CHECK):

@@ -29,7 +29,10 @@ as its current one.
 - ``foundation``: the same scope with the whole foundation started in it
   (requesting both gives one scope, with the foundation).
 - ``@pytest.mark.trioscope_scope(...)`` on a test that requests neither runs
-  the test body itself inside such a scope.
+  the test body itself inside such a scope (one per example under
+  Hypothesis). That scope ends with the body, before pytest-trio cancels its
+  ``nursery`` fixture: tasks the test starts there are reported. With that
+  fixture, request ``trioscope_scope`` instead (it is torn down after it).
 
 A leak fails the test with the `LeakError` message (raised as the scope ends,
 after the test body); a test that already failed keeps its own error, and

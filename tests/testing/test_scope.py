@@ -450,3 +450,23 @@ async def test_a_cancellation_passes_through_bare() -> None:
         except BaseException as exc:  # pragma: no cover - the regression
             pytest.fail(f"the cancellation came out as {exc!r}")
     assert outer.cancelled_caught
+
+
+async def test_a_foundation_object_registered_again_under_another_name_is_a_leak() -> None:
+    """Review: the foundation's own entries were exempt by value, any name."""
+    aliases: list[AbstractContextManager[None]] = []
+
+    async def alias_and_forget() -> None:
+        async with open_test_scope("alias", foundation=True) as scope:
+            config_ref = trioscope.whereis("config")
+            aliases.append(scope.registry.registered("my-config", config_ref))
+            aliases.append(scope.registry.registered("my-sup", scope.foundation))
+            for alias in aliases:
+                alias.__enter__()  # and never left
+
+    with pytest.raises(LeakError) as info:
+        await alias_and_forget()
+    assert [(leak.kind, leak.what) for leak in info.value.leaks] == [
+        ("name", "my-config"),
+        ("name", "my-sup"),
+    ]

@@ -298,8 +298,8 @@ def _held_leaks(scope: Registry, holdings: _Holdings) -> list[Leak]:
     leaks: list[Leak] = []
     for reg in _open_registries(scope):
         for name, value in reg._entries.items():
-            if id(value) in holdings.values:
-                continue
+            if id(value) in holdings.values and getattr(value, "name", None) == name:
+                continue  # a foundation child, registered under its own name
             leaks.append(
                 Leak("name", name, reg.namespace, f"still registered, held by {_holder(value)}")
             )

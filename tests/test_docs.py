@@ -39,6 +39,7 @@ MODULES = [
     "trioscope.testing._plugin",
     "trioscope.testing._helpers",
     "trioscope.testing._runner",
+    "trioscope.testing._chaos",
 ]
 
 

@@ -10,10 +10,13 @@ Outside pytest, `open_test_scope` gives the same scope to any Trio code. The
 helpers wait without polling and report exactly: `wait_for_service`,
 `wait_for_restart`, `simulate_crash`, `assert_isolated`,
 `measure_concurrent_ops`; `run_concurrently` runs many isolated bodies at
-once in one Trio run (ExUnit's ``async: true``). See docs/testing.md.
+once in one Trio run (ExUnit's ``async: true``); a seeded `ChaosMonkey`
+crashes services at a given rate and reports what it did. See docs/testing.md.
 """
 
 from .._fixup import fixup_module_metadata
+from ._chaos import ChaosMonkey as ChaosMonkey
+from ._chaos import ChaosRecord as ChaosRecord
 from ._helpers import DEFAULT_WAIT_S as DEFAULT_WAIT_S
 from ._helpers import CrashAction as CrashAction
 from ._helpers import CrashNotReachedError as CrashNotReachedError
@@ -45,6 +48,8 @@ __all__ = [
     "BodyOutcome",
     "BodyResult",
     "BodyTimeoutError",
+    "ChaosMonkey",
+    "ChaosRecord",
     "CrashAction",
     "CrashNotReachedError",
     "CrashOutcome",

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 from contextlib import AbstractContextManager
 
 import pytest
 import trio
 import trio.testing
+from _scope_support import Token, line_of
 
 import trioscope
 from trioscope.foundation import ConfigChange, Event, config, events, telemetry
@@ -39,24 +39,6 @@ LEAK_PREAMBLE = (
 )
 
 _KEPT: list[AbstractContextManager[None]] = []
-
-
-class Token:
-    """A value with a stable repr, for exact messages."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-
-    def __repr__(self) -> str:
-        return f"<Token {self.label}>"
-
-
-def _line(fn: object, marker: str) -> int:
-    lines, first = inspect.getsourcelines(fn)  # type: ignore[arg-type]
-    for offset, text in enumerate(lines):
-        if marker in text:
-            return first + offset
-    raise AssertionError(f"{marker!r} not in {fn!r}")
 
 
 async def forever() -> None:
@@ -205,8 +187,8 @@ async def test_a_leaking_body_fails_alone_naming_itself_and_its_leak(
     name_error = report["name-leak"].error
     assert isinstance(task_error, LeakError)
     assert isinstance(name_error, LeakError)
-    started = _line(forever, "async def forever")
-    waits = _line(forever, "LEAKED-TASK-WAITS-HERE")
+    started = line_of(forever, "async def forever")
+    waits = line_of(forever, "LEAKED-TASK-WAITS-HERE")
     task_detail = (
         f"still running: started as forever ({HERE}:{started}), now in forever ({HERE}:{waits})"
     )

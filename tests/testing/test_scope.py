@@ -8,6 +8,7 @@ from contextlib import AbstractContextManager
 import pytest
 import trio
 import trio.testing
+from _scope_support import Token, line_of
 
 import trioscope
 from trioscope import telemetry
@@ -19,27 +20,6 @@ if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup
 
 HERE = __file__
-
-
-class Token:
-    """A value with a stable repr, for exact messages."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-
-    def __repr__(self) -> str:
-        return f"<Token {self.label}>"
-
-
-def _line(fn: object, marker: str) -> int:
-    """The line of *fn*'s source that contains *marker*."""
-    import inspect
-
-    lines, first = inspect.getsourcelines(fn)  # type: ignore[arg-type]
-    for offset, text in enumerate(lines):
-        if marker in text:
-            return first + offset
-    raise AssertionError(f"{marker!r} not in {fn!r}")
 
 
 _KEPT: list[AbstractContextManager[None]] = []
@@ -228,8 +208,8 @@ async def test_leaked_task_named_with_where_it_started_and_waits() -> None:
         with pytest.raises(LeakError) as info:
             await body()
         outer.cancel_scope.cancel()
-    started = _line(forever, "async def forever")
-    waits = _line(forever, "LEAKED-TASK-WAITS-HERE")
+    started = line_of(forever, "async def forever")
+    waits = line_of(forever, "LEAKED-TASK-WAITS-HERE")
     assert info.value.leaks == (
         Leak(
             "task",
@@ -267,8 +247,8 @@ async def test_nested_registry_of_a_leaked_task_reports_its_names_too() -> None:
         with pytest.raises(LeakError) as info:
             await body()
         outer.cancel_scope.cancel()
-    waits = _line(hold_name_forever, "NESTED-WAITS-HERE")
-    started = _line(hold_name_forever, "async def hold_name_forever")
+    waits = line_of(hold_name_forever, "NESTED-WAITS-HERE")
+    started = line_of(hold_name_forever, "async def hold_name_forever")
     assert info.value.leaks == (
         Leak("name", "deep", "nested", "still registered, held by <Token deep>"),
         Leak(

@@ -193,7 +193,8 @@ async def test_leaked_subscription_on_a_foundation_hub(
     assert kinds == [("subscription", "events", "subs")]
     assert info.value.leaks[0].detail == (
         "subscription still open on the hub of 'events.home': "
-        "<Subscription to events 0/7 delivered=0 live>"
+        "<Subscription to events 0/7 delivered=0 live>, opened by task "
+        f"{trio.lowlevel.current_task().name!r}"
     )
 
 

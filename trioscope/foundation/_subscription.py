@@ -77,6 +77,7 @@ class Subscription(Generic[T]):
         "_hub",
         "_items",
         "_lot",
+        "_task",
     )
 
     def __init__(self, hub: Hub[T], buffer: int, accept: Callable[[T], bool] | None) -> None:
@@ -88,6 +89,9 @@ class Subscription(Generic[T]):
         self._delivered = 0
         self._cut_off = False
         self._closed = False
+        # The task that opened it (whose `async with` block it lasts for): who
+        # holds it, for a leak report (trioscope.testing).
+        self._task = trio.lowlevel.current_task()
 
     def __repr__(self) -> str:
         state = "cut off" if self._cut_off else "closed" if self._closed else "live"

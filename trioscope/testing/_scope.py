@@ -60,7 +60,7 @@ from .._registry import Registry, _current, open_registry
 from .._supervisor import Supervisor
 from ..foundation._foundation import open_foundation
 from ..foundation._home import Home
-from ..foundation._subscription import Hub, Subscription
+from ..foundation._subscription import Hub
 from ..foundation._trail import TRAIL_HANDLER_ID
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -270,13 +270,14 @@ def _holdings(sup: Supervisor | None, nurseries: list[trio.Nursery]) -> _Holding
     values = [sup, *_children_values(sup)]
     handlers = [h for value in values for h in _home_handlers(value)]
     # The services that follow the config server subscribe to its hub from their
-    # own tasks: every subscription in a foundation task's frames is its own.
+    # own tasks: a subscription opened by a foundation task is its own.
+    own_tasks = set(_nursery_tasks(nurseries))
     subscriptions = [
-        value
-        for task in _nursery_tasks(nurseries)
-        for frame, _ in task.iter_await_frames()
-        for value in frame.f_locals.values()
-        if isinstance(value, Subscription)
+        sub
+        for value in values
+        if isinstance(getattr(value, "hub", None), Hub)
+        for sub in value.hub._subscribers  # type: ignore[attr-defined]
+        if sub._task in own_tasks
     ]
     return _Holdings(
         {id(v): v for v in values},
@@ -327,7 +328,8 @@ def _held_leaks(scope: Registry, holdings: _Holdings) -> list[Leak]:
                         "subscription",
                         hub.what,
                         reg.namespace,
-                        f"subscription still open on the hub of {name!r}: {sub!r}",
+                        f"subscription still open on the hub of {name!r}: {sub!r}, "
+                        f"opened by task {sub._task.name!r}",
                     )
                 )
     return leaks

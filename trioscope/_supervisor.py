@@ -1229,21 +1229,19 @@ class Supervisor:
             _dispatch(handlers, name, measurements, metadata)
 
     def _exit_event(self, child: _Child, error: BaseException | None) -> None:
-        handlers = _handlers_for(self._registry, _CHILD_EXIT)
-        if not handlers:
+        if not self._wants(_CHILD_EXIT):
             return
-        origin = child.origin
-        service, handler, cid = origin if origin is not None else (None, None, None)
-        metadata = {
-            "supervisor": self.id,
-            "child": child.spec.id,
-            "reason": error,
-            "service": service,
-            "handler": handler,
-            "correlation_id": cid,
-        }
+        service, handler, cid = child.origin if child.origin is not None else (None, None, None)
         uptime = trio.current_time() - child.started_at
-        _dispatch(handlers, _CHILD_EXIT, {"uptime": uptime}, metadata)
+        self._event(
+            _CHILD_EXIT,
+            {"uptime": uptime},
+            child,
+            reason=error,
+            service=service,
+            handler=handler,
+            correlation_id=cid,
+        )
 
     # -- stopping --------------------------------------------------------
 

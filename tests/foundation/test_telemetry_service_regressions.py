@@ -226,3 +226,16 @@ async def test_1_measurements_that_are_no_mapping_are_skipped_and_counted() -> N
     assert series is not None
     assert series.summary is not None
     assert series.summary.count == 1
+
+
+async def test_an_unknown_metric_name_says_which_there_are() -> None:
+    metrics = [telemetry.counter("app.job.stop.count")]
+    async with running(telemetry.telemetry_spec(metrics)):
+        snap = await telemetry.snapshot()
+    with pytest.raises(
+        KeyError,
+        match=re.escape(
+            "no metric is named 'app.job.count'; the metrics are: 'app.job.stop.count'"
+        ),
+    ):
+        snap.metric("app.job.count")

@@ -428,7 +428,7 @@ def test_report_lookup_and_result_text() -> None:
     report = RunReport((ok,), 0.0)
     assert report["ok"] is ok
     assert ok.describe() == "'ok' passed"
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match=r"no body is named 'missing'; the bodies are: 'ok'"):
         report["missing"]
 
 

@@ -904,6 +904,20 @@ class EventsHome(Home):
         self.rejected_total += count
         emit_count(EVENTS_REJECT, count)
 
+    def offer(self, event: Event) -> None:
+        """Check *event* as the store would, then buffer it (`store_nowait`'s path).
+
+        Raises:
+            EventRejected: *event* breaks a rule (named; counted as rejected).
+            EventBufferFullError: the buffer is full (counted as overflow).
+        """
+        try:
+            data = _precheck(event, self.settings.max_data_bytes)
+        except _Bad as exc:
+            self.rejected(1)
+            raise _rejection(exc, None, event) from None
+        self.put(_with_data(event, data))
+
     def put(self, event: Event) -> None:
         """Buffer *event* (checked already) for the flush task.
 
@@ -1709,12 +1723,7 @@ def store_nowait(event: Event) -> None:
         trioscope.NoRegistryError: outside every registry scope.
     """
     home = _home()
-    try:
-        data = _precheck(event, home.settings.max_data_bytes)
-    except _Bad as exc:
-        home.rejected(1)
-        raise _rejection(exc, None, event) from None
-    home.put(_with_data(event, data))
+    home.offer(event)
 
 
 def buffer_statistics() -> EventBufferStatistics:

@@ -1066,7 +1066,8 @@ class MetricsSnapshot:
         for metric in self.metrics:
             if metric.name == name:
                 return metric
-        raise KeyError(name)
+        known = ", ".join(repr(metric.name) for metric in self.metrics) or "none"
+        raise KeyError(f"no metric is named {name!r}; the metrics are: {known}")
 
     def prometheus(self) -> str:
         """This snapshot in the Prometheus text exposition format (see `render_prometheus`)."""

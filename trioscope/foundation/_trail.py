@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Final
 
 from .. import telemetry
 from .._telemetry import _detach_exactly
-from ._errors import EventBufferFullError
+from ._errors import EventBufferFullError, EventRejected
 from ._event import JSON, Event
 
 if TYPE_CHECKING:
@@ -206,16 +206,12 @@ def _error(value: object) -> BaseException | None:
 
 
 def _store(home: EventsHome, event: Event) -> None:
-    from ._events import _Bad, _precheck, _with_data
-
+    # The handler must never raise (it would be detached): both refusals are
+    # counted by the home already; a rejection (only an exception chain too long
+    # for max_data_bytes can be one) is also said.
     try:
-        data = _precheck(event, home.settings.max_data_bytes)
-    except _Bad as exc:
-        # Only a message too long for max_data_bytes can get here: say so, never raise.
-        home.rejected(1)
+        home.offer(event)
+    except EventRejected as exc:
         _log.warning("crash trail event %s not stored: %s", event.type, exc)
-        return
-    try:
-        home.put(_with_data(event, data))
     except EventBufferFullError:
-        pass  # counted by the buffer (overflow_total, and its telemetry event)
+        pass  # counted as overflow (overflow_total, and its telemetry event)

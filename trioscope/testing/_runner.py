@@ -209,7 +209,8 @@ class RunReport:
         for result in self.results:
             if result.name == name:
                 return result
-        raise KeyError(name)
+        known = ", ".join(repr(result.name) for result in self.results) or "none"
+        raise KeyError(f"no body is named {name!r}; the bodies are: {known}")
 
     def raise_if_failed(self) -> None:
         """Do nothing if every body passed; else raise one error naming each failing body.

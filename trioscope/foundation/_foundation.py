@@ -41,7 +41,7 @@ import attrs
 import trio
 
 from .._child_spec import ChildSpec
-from .._registry import current_registry
+from .._registry import _current_registry_or_none, _no_registry_error
 from .._service import Health, HealthStatus, ServiceRef
 from .._supervisor import Strategy, Supervisor, open_supervisor, supervisor_spec
 from ._config import config_spec
@@ -180,7 +180,9 @@ async def health() -> FoundationHealth:
         trioscope.NoRegistryError: outside every registry scope.
     """
     await trio.lowlevel.checkpoint()  # on every path, raising included
-    registry = current_registry()
+    registry = _current_registry_or_none()
+    if registry is None:
+        raise _no_registry_error("trioscope.foundation.health()")
     services: dict[str, Health] = {}
     for name in FOUNDATION_SERVICES:
         ref = registry.lookup(name)

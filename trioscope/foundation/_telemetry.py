@@ -135,6 +135,7 @@ from .._child_spec import ChildSpec
 from .._correlation import _correlation
 from .._errors import NoRegistryError, ServiceUnavailableError
 from .._names import _call
+from .._registry import _no_registry_error
 from .._service import DEFAULT_CALL_TIMEOUT_S, DEFAULT_MAILBOX_SIZE, Service
 from .._supervisor import Strategy, Supervisor, supervisor_spec
 from ..telemetry import EventName, Measurements, Metadata, attach, detach, execute, handlers
@@ -1661,7 +1662,8 @@ async def _call_service(fn: object) -> object:
         home = find_home(HOME_NAME, TelemetryHome)
     except NoRegistryError:
         await trio.lowlevel.checkpoint()  # a waiting call checkpoints on every path
-        raise
+        name = getattr(fn, "__name__", "call")
+        raise _no_registry_error(f"trioscope.foundation.telemetry.{name}()") from None
     if home is None:
         await trio.lowlevel.checkpoint()  # a waiting call checkpoints on every path
         raise ServiceUnavailableError(

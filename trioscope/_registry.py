@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextvars
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Final, final
 
@@ -53,6 +53,30 @@ class _TelemetryState:
 
 _telemetry: Final = _TelemetryState()
 
+
+@final
+class _FaultHooks:
+    """Where `trioscope.testing`'s fault schedules reach the service loop.
+
+    ``installed`` counts the schedules applied in open registries: while it is
+    zero (always, outside such a test) the loop pays one check per message and
+    nothing else. ``at_message(core, msg)`` is awaited when a service has taken
+    a message from its mailbox, before it looks at it (a stall, a clock jump);
+    ``wrap(core, msg, coro)`` returns the coroutine to await instead of a
+    handler's (a crash, a hang, a slow handler). trioscope.testing sets both and
+    keeps each schedule on the registry it applies to (``Registry._faults``).
+    """
+
+    __slots__ = ("at_message", "installed", "wrap")
+
+    def __init__(self) -> None:
+        self.installed = 0
+        self.at_message: Callable[[Any, Any], Awaitable[None]] | None = None
+        self.wrap: Callable[[Any, Any, Any], Any] | None = None
+
+
+_faults: Final = _FaultHooks()
+
 RECENT_NAMES_KEPT: Final = 256
 """How many recently registered names each registry remembers after their release
 (least recently registered forgotten first): enough for a call by name that gives
@@ -70,6 +94,7 @@ class Registry:
         "_closed",
         "_entries",
         "_expected",
+        "_faults",
         "_handlers",
         "_recent",
         "_tcache",
@@ -104,6 +129,7 @@ class Registry:
         self._handlers: dict[str, Any] = {}
         self._tcache: dict[tuple[str, ...], tuple[Any, ...]] = {}
         self._tversion = -1
+        self._faults: object | None = None  # a fault schedule applied here (trioscope.testing)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._entries)} names"

@@ -72,7 +72,14 @@ from ._errors import (
 from ._exits import describe, read_exit
 from ._logging import wants
 from ._mailbox import _Mailbox
-from ._registry import Registry, _current, _current_registry_or_none, _no_registry_error, _telemetry
+from ._registry import (
+    Registry,
+    _current,
+    _current_registry_or_none,
+    _faults,
+    _no_registry_error,
+    _telemetry,
+)
 from ._telemetry import EventName, _dispatch, _table
 
 if sys.version_info >= (3, 11):
@@ -1307,6 +1314,9 @@ class _ServiceStart(_Startable[ServiceRef[S]], Generic[S]):
                         msg = await mailbox.receive()
                     except trio.ClosedResourceError:
                         break  # request_stop closed the mailbox while we waited
+                    if _faults.installed:
+                        assert _faults.at_message is not None
+                        await _faults.at_message(core, msg)  # a stall or clock jump, if due
                     if msg.state != _QUEUED:
                         continue  # withdrawn by a cancelled caller
                     if core.status != _RUNNING_S:
@@ -1320,6 +1330,9 @@ class _ServiceStart(_Startable[ServiceRef[S]], Generic[S]):
                     except TypeError as exc:
                         core.bad_arguments(msg, exc)
                         continue
+                    if _faults.installed:
+                        assert _faults.wrap is not None
+                        coro = _faults.wrap(core, msg, coro)  # a crash, hang or delay, if due
                     core.current = msg
                     if msg.correlation is not correlation:
                         # The handler runs with its caller's correlation id.

@@ -145,7 +145,8 @@ def test_a_leaky_test_fails_naming_the_task_and_the_name(pytester: pytest.Pytest
             "*- name 'cache' in registry 'test_leaky.py::test_leaks': still registered, "
             "held by <Cache>",
             "*- task 'leaky-worker' in registry 'test_leaky.py::test_leaks': still running: "
-            "started as leaky_worker (*test_leaky.py:9), now in leaky_worker (*test_leaky.py:10)",
+            "started at test_leaks (*test_leaky.py:20) as leaky_worker (*test_leaky.py:9), "
+            "now in leaky_worker (*test_leaky.py:10)",
         ]
     )
     assert "test_clean" not in "\n".join(
@@ -250,3 +251,130 @@ def test_a_module_marker_leaves_sync_tests_alone(pytester: pytest.Pytester) -> N
         """
     )
     _run(pytester).assert_outcomes(passed=2)
+
+
+def test_no_scope_marker_opts_out_of_a_module_or_class_marker(pytester: pytest.Pytester) -> None:
+    pytester.makeini(TRIO_MODE)
+    pytester.makepyfile(
+        test_opt_out="""
+        import pytest
+        import trioscope
+        from trioscope._registry import _current
+
+        pytestmark = pytest.mark.trioscope_scope
+
+        async def test_scoped():
+            assert trioscope.current_registry().isolated
+
+        @pytest.mark.no_trioscope_scope("checks what happens outside every scope")
+        async def test_outside():
+            assert _current.get() is None
+
+        @pytest.mark.no_trioscope_scope(reason="the keyword form")
+        async def test_outside_by_keyword():
+            assert _current.get() is None
+
+        @pytest.mark.no_trioscope_scope("the whole class runs outside")
+        class TestOutside:
+            async def test_outside(self):
+                assert _current.get() is None
+
+            @pytest.mark.trioscope_scope(name="closer")
+            async def test_closer_marker_wins(self):
+                assert trioscope.current_registry().namespace == "closer"
+
+            @pytest.mark.trioscope_scope(name="closer-fixture")
+            async def test_closer_marker_and_fixture(self, trioscope_scope):
+                assert trioscope_scope.namespace == "closer-fixture"
+
+        def test_sync_outside():
+            pass
+        """
+    )
+    _run(pytester).assert_outcomes(passed=7)
+
+
+def test_an_opted_out_test_requesting_a_scope_fixture_is_a_usage_error(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeini(TRIO_MODE)
+    pytester.makepyfile(
+        test_contradiction="""
+        import pytest
+
+        @pytest.mark.no_trioscope_scope("runs outside every scope")
+        async def test_outside(foundation):
+            pass
+        """
+    )
+    result = _run(pytester)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "*test_contradiction.py::test_outside: requests the foundation and trioscope_scope "
+            "fixture but is marked @pytest.mark.no_trioscope_scope: drop one*"
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [
+        "no_trioscope_scope",
+        "no_trioscope_scope()",
+        'no_trioscope_scope("")',
+        'no_trioscope_scope("  ")',
+        "no_trioscope_scope(reason=None)",
+        'no_trioscope_scope("a", "b")',
+        'no_trioscope_scope("a", why="b")',
+    ],
+)
+def test_no_scope_marker_requires_one_reason(pytester: pytest.Pytester, marker: str) -> None:
+    pytester.makeini(TRIO_MODE)
+    pytester.makepyfile(
+        test_no_reason=f"""
+        import pytest
+
+        @pytest.mark.{marker}
+        async def test_outside():
+            pass
+        """
+    )
+    result = _run(pytester)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "*test_no_reason.py::test_outside: @pytest.mark.no_trioscope_scope takes one reason, "
+            "a non-empty string saying why the test runs with no scope around it*"
+        ]
+    )
+
+
+def test_both_markers_on_one_node_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makeini(TRIO_MODE)
+    pytester.makepyfile(
+        test_both="""
+        import pytest
+
+        pytestmark = [
+            pytest.mark.trioscope_scope,
+            pytest.mark.no_trioscope_scope("contradicts the line above"),
+        ]
+
+        async def test_either():
+            pass
+        """
+    )
+    result = _run(pytester)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "*test_both.py::test_either: both @pytest.mark.trioscope_scope and "
+            "@pytest.mark.no_trioscope_scope on 'test_both.py': keep one*"
+        ]
+    )
+
+
+def test_no_scope_marker_is_registered(pytester: pytest.Pytester) -> None:
+    result = _run(pytester, "--markers")
+    result.stdout.fnmatch_lines(["@pytest.mark.no_trioscope_scope(reason): run the test with *"])

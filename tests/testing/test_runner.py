@@ -189,8 +189,10 @@ async def test_a_leaking_body_fails_alone_naming_itself_and_its_leak(
     assert isinstance(name_error, LeakError)
     started = line_of(forever, "async def forever")
     waits = line_of(forever, "LEAKED-TASK-WAITS-HERE")
+    spawned = line_of(test_a_leaking_body_fails_alone_naming_itself_and_its_leak, "stray-worker")
     task_detail = (
-        f"still running: started as forever ({HERE}:{started}), now in forever ({HERE}:{waits})"
+        f"still running: started at leaks_a_task ({HERE}:{spawned}) as forever ({HERE}:{started}), "
+        f"now in forever ({HERE}:{waits})"
     )
     assert task_error.leaks == (Leak("task", "stray-worker", "task-leak", task_detail),)
     assert name_error.leaks == (

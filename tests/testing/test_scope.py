@@ -211,12 +211,13 @@ async def test_leaked_task_named_with_where_it_started_and_waits() -> None:
         outer.cancel_scope.cancel()
     started = line_of(forever, "async def forever")
     waits = line_of(forever, "LEAKED-TASK-WAITS-HERE")
+    spawned = line_of(test_leaked_task_named_with_where_it_started_and_waits, 'name="leaky-worker"')
     assert info.value.leaks == (
         Leak(
             "task",
             "leaky-worker",
             "tasks",
-            f"still running: started as forever ({HERE}:{started}), "
+            f"still running: started at body ({HERE}:{spawned}) as forever ({HERE}:{started}), "
             f"now in forever ({HERE}:{waits})",
         ),
     )
@@ -250,13 +251,15 @@ async def test_nested_registry_of_a_leaked_task_reports_its_names_too() -> None:
         outer.cancel_scope.cancel()
     waits = line_of(hold_name_forever, "NESTED-WAITS-HERE")
     started = line_of(hold_name_forever, "async def hold_name_forever")
+    spawned = line_of(test_nested_registry_of_a_leaked_task_reports_its_names_too, 'name="holder"')
     assert info.value.leaks == (
         Leak("name", "deep", "nested", "still registered, held by <Token deep>"),
         Leak(
             "task",
             "holder",
             "nested",
-            f"still running: started as hold_name_forever ({HERE}:{started}), "
+            f"still running: started at body ({HERE}:{spawned}) "
+            f"as hold_name_forever ({HERE}:{started}), "
             f"now in hold_name_forever ({HERE}:{waits})",
         ),
     )
@@ -450,4 +453,28 @@ async def test_a_foundation_object_registered_again_under_another_name_is_a_leak
     assert [(leak.kind, leak.what) for leak in info.value.leaks] == [
         ("name", "my-config"),
         ("name", "my-sup"),
+    ]
+
+
+async def test_a_task_leaked_by_a_nested_scope_is_the_outer_scopes_leak_too() -> None:
+    # Each scope reads the tasks spawned in it; a nested scope's leftovers pass to
+    # the open scope around it when it closes, so they are not forgotten there.
+    async with trio.open_nursery() as outer:
+
+        async def leaky_inner() -> None:
+            async with open_test_scope("inner"):
+                outer.start_soon(forever, name="left-inside")
+                await trio.testing.wait_all_tasks_blocked()
+
+        async def body() -> None:
+            async with open_test_scope("outer"):
+                with pytest.raises(LeakError) as inner:
+                    await leaky_inner()
+                assert [leak.what for leak in inner.value.leaks] == ["left-inside"]
+
+        with pytest.raises(LeakError) as info:
+            await body()
+        outer.cancel_scope.cancel()
+    assert [(leak.kind, leak.what, leak.registry) for leak in info.value.leaks] == [
+        ("task", "left-inside", "inner")
     ]

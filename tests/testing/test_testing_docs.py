@@ -38,6 +38,7 @@ def test_the_leaky_example_fails_naming_the_name_and_the_task(pytester: pytest.P
         [
             "*LeakError: test scope 'test_leaky.py::test_forgets_a_name_and_a_task' leaked 2 *",
             "*- name 'cache' in registry *: still registered, held by <object object at *>",
-            "*- task 'leaky-worker'*started as worker (*test_leaky.py:7), now in worker*",
+            "*- task 'leaky-worker'*started at test_forgets_a_name_and_a_task (*test_leaky.py:23) "
+            "as worker (*test_leaky.py:7), now in worker*",
         ]
     )

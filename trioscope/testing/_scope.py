@@ -48,6 +48,7 @@ from __future__ import annotations
 import contextvars
 import os
 import sys
+import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Final, Literal, final
@@ -205,14 +206,20 @@ def _task_registry(task: trio.lowlevel.Task) -> Registry | None:
     return context.get(_current)
 
 
-def _open_registries(scope: Registry) -> list[Registry]:
+def _scope_tasks(scope: Registry, spawns: _Spawns) -> list[trio.lowlevel.Task]:
+    """Live tasks spawned inside the scope (or an open test scope nested in it)."""
+    return [task for reg, tasks in spawns.scopes.items() if _within(reg, scope) for task in tasks]
+
+
+def _open_registries(scope: Registry, tasks: list[trio.lowlevel.Task]) -> list[Registry]:
     """The scope's registry and every registry nested in it still open around a live task.
 
     Registries only know their parents, so the nested ones are found through
-    the contexts of live tasks (a registry's block runs in some task).
+    the contexts of the live tasks started in the scope (a registry's block
+    runs in some task), and the scope's own task's.
     """
     found: dict[Registry, None] = {scope: None}
-    for task in _walk(trio.lowlevel.current_root_task()):
+    for task in [trio.lowlevel.current_task(), *tasks]:
         reg = _task_registry(task)
         chain: list[Registry] = []
         while reg is not None and reg is not scope:
@@ -294,10 +301,10 @@ def _holder(value: object) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _held_leaks(scope: Registry, holdings: _Holdings) -> list[Leak]:
+def _held_leaks(scope: Registry, holdings: _Holdings, spawns: _Spawns) -> list[Leak]:
     """Names, handlers and subscriptions still held in the scope (foundation's excluded)."""
     leaks: list[Leak] = []
-    for reg in _open_registries(scope):
+    for reg in _open_registries(scope, _scope_tasks(scope, spawns)):
         for name, value in reg._entries.items():
             if id(value) in holdings.values and getattr(value, "name", None) == name:
                 continue  # a foundation child, registered under its own name
@@ -335,7 +342,7 @@ def _held_leaks(scope: Registry, holdings: _Holdings) -> list[Leak]:
     return leaks
 
 
-def _where(task: trio.lowlevel.Task) -> str:
+def _where(task: trio.lowlevel.Task, spawns: _Spawns) -> str:
     code = getattr(task.coro, "cr_code", None)
     started = (
         f"{code.co_qualname if hasattr(code, 'co_qualname') else code.co_name} "
@@ -350,7 +357,9 @@ def _where(task: trio.lowlevel.Task) -> str:
         now = f"{frame.f_code.co_name} ({frame.f_code.co_filename}:{lineno})"
     else:
         now = "Trio's own code (not started yet, or waiting in it)"
-    return f"still running: started as {started}, now in {now}"
+    site = spawns.site.get(task)
+    at = f"started at {site} " if site is not None else "started "
+    return f"still running: {at}as {started}, now in {now}"
 
 
 _TRIO_DIR: Final = os.path.dirname(trio.__file__) + os.sep
@@ -360,9 +369,34 @@ def _in_trio(filename: str) -> bool:
     return filename.startswith(_TRIO_DIR)
 
 
+_TRIOSCOPE_DIR: Final = os.path.dirname(os.path.dirname(__file__)) + os.sep
+
+
+def _spawn_site() -> str | None:
+    """Where the running task called ``start_soon``/``start``: the innermost frame
+    of its own code (outside Trio and trioscope; else outside Trio), or ``None``."""
+    frame: types.FrameType | None = sys._getframe(2)  # past this function and the hook
+    fallback: str | None = None
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not _in_trio(filename):
+            site = f"{frame.f_code.co_name} ({filename}:{frame.f_lineno})"
+            if not filename.startswith(_TRIOSCOPE_DIR):
+                return site
+            if fallback is None:
+                fallback = site
+        frame = frame.f_back
+    return fallback
+
+
 @final
-class _Spawners(trio.abc.Instrument):
-    """Records which task spawned each task while a scope is open.
+class _Spawns(trio.abc.Instrument):
+    """Who spawned each task, from where, and which open test scope it began in.
+
+    One per Trio run (a `trio.lowlevel.RunVar`), installed while any test scope
+    is open: with many scopes at once (`run_concurrently`) each spawn is
+    recorded once, and each scope's leak check reads its own tasks instead of
+    walking every task of the run.
 
     A task's nursery says where it runs, not who started it: a test body may
     start a task in a nursery some other fixture owns (a leak of the test's),
@@ -372,20 +406,79 @@ class _Spawners(trio.abc.Instrument):
     """
 
     def __init__(self) -> None:
+        self.users = 0
         self.spawner: dict[trio.lowlevel.Task, trio.lowlevel.Task] = {}
+        self.site: dict[trio.lowlevel.Task, str] = {}
+        # Open scope registry -> live tasks spawned with it (or a registry nested
+        # in it, up to the next open scope) as their current registry.
+        self.scopes: dict[Registry, set[trio.lowlevel.Task]] = {}
+        self.scope_of: dict[trio.lowlevel.Task, Registry] = {}
 
     def task_spawned(self, task: trio.lowlevel.Task) -> None:
         try:
             self.spawner[task] = trio.lowlevel.current_task()
         except RuntimeError:  # spawned from outside any task (a system task)
             pass
+        else:
+            site = _spawn_site()
+            if site is not None:
+                self.site[task] = site
+        reg = _task_registry(task)
+        while reg is not None and reg not in self.scopes:
+            reg = reg.parent
+        if reg is not None:
+            self.scopes[reg].add(task)
+            self.scope_of[task] = reg
 
     def task_exited(self, task: trio.lowlevel.Task) -> None:
         self.spawner.pop(task, None)
+        self.site.pop(task, None)
+        scope = self.scope_of.pop(task, None)
+        if scope is not None:
+            self.scopes[scope].discard(task)
+
+    def open_scope(self, scope: Registry) -> None:
+        self.scopes[scope] = set()
+
+    def close_scope(self, scope: Registry) -> None:
+        """Hand the scope's live tasks to the open scope around it, if any."""
+        tasks = self.scopes.pop(scope)
+        outer = scope.parent
+        while outer is not None and outer not in self.scopes:
+            outer = outer.parent
+        for task in tasks:
+            if outer is None:
+                del self.scope_of[task]
+            else:
+                self.scopes[outer].add(task)
+                self.scope_of[task] = outer
+
+
+_spawns_var: Final = trio.lowlevel.RunVar[_Spawns | None]("trioscope.testing.spawns", default=None)
+
+
+def _use_spawns() -> _Spawns:
+    spawns = _spawns_var.get()
+    if spawns is None:
+        spawns = _Spawns()
+        _spawns_var.set(spawns)
+    if spawns.users == 0:
+        trio.lowlevel.add_instrument(spawns)
+    spawns.users += 1
+    return spawns
+
+
+def _release_spawns(spawns: _Spawns) -> None:
+    spawns.users -= 1
+    if spawns.users == 0:
+        trio.lowlevel.remove_instrument(spawns)
+        spawns.spawner.clear()
+        spawns.site.clear()
+        spawns.scope_of.clear()
 
 
 def _started_by(
-    task: trio.lowlevel.Task, spawners: _Spawners | None, roots: frozenset[trio.lowlevel.Task]
+    task: trio.lowlevel.Task, spawns: _Spawns, roots: frozenset[trio.lowlevel.Task]
 ) -> trio.lowlevel.Task | None:
     """The first of *roots* that started *task* (itself, or through the tasks that
     started it, else its nurseries' owners), or ``None``."""
@@ -395,7 +488,7 @@ def _started_by(
         if current in roots:
             return current
         seen.add(current)
-        parent = spawners.spawner.get(current) if spawners is not None else None
+        parent = spawns.spawner.get(current)
         if parent is None:
             nursery = current.parent_nursery
             parent = nursery.parent_task if nursery is not None else None
@@ -407,29 +500,30 @@ def _task_leaks(
     scope: Registry,
     me: trio.lowlevel.Task,
     own: list[trio.Nursery],
+    spawns: _Spawns,
     foreign: frozenset[trio.lowlevel.Task] = frozenset(),
-    spawners: _Spawners | None = None,
 ) -> dict[trio.lowlevel.Task, Leak]:
-    """Live tasks whose current registry is the scope's or one nested in it.
+    """Live tasks spawned in the scope whose current registry is still within it.
 
     Not reported: the current task; tasks in the scope's *own* nurseries (its
     background nursery, the foundation's), which the scope tears down itself;
-    and tasks sharing the current task's very context object (pytest-trio runs
-    a test and its fixtures in one shared context: they are not started inside
-    the scope, and leave it when the scope resets its registry).
+    tasks sharing the current task's very context object (pytest-trio runs a
+    test and its fixtures in one shared context: they are not started inside
+    the scope, and leave it when the scope resets its registry); and tasks
+    started by *foreign* ones (other fixtures' own business).
     """
     skip = set(_nursery_tasks(own))
     skip.add(me)
     leaks: dict[trio.lowlevel.Task, Leak] = {}
-    for task in _walk(trio.lowlevel.current_root_task()):
+    for task in _scope_tasks(scope, spawns):
         if task in skip or task.context is me.context:
             continue
-        if foreign and _started_by(task, spawners, foreign) is not None:
+        if foreign and _started_by(task, spawns, foreign) is not None:
             continue  # started by another fixture (its own business), not by the test
         reg = _task_registry(task)
         if _within(reg, scope):
             assert reg is not None
-            leaks[task] = Leak("task", task.name, reg.namespace, _where(task))
+            leaks[task] = Leak("task", task.name, reg.namespace, _where(task, spawns))
     return leaks
 
 
@@ -490,18 +584,14 @@ async def open_test_scope(
             "pass foundation=True too"
         )
     me = trio.lowlevel.current_task()
-    # The plugin's: tasks (pytest-trio's other fixtures) whose own tasks are not the test's.
-    spawners = _Spawners() if _foreign is not None else None
-    if spawners is not None:
-        trio.lowlevel.add_instrument(spawners)
+    spawns = _use_spawns()
     try:
         async with _open_test_scope(
-            name, me, foundation, _foreign, spawners, foundation_kwargs
+            name, me, foundation, _foreign, spawns, foundation_kwargs
         ) as scope:
             yield scope
     finally:
-        if spawners is not None:
-            trio.lowlevel.remove_instrument(spawners)
+        _release_spawns(spawns)
 
 
 @asynccontextmanager
@@ -510,74 +600,83 @@ async def _open_test_scope(
     me: trio.lowlevel.Task,
     foundation: bool,
     foreign_of: Callable[[], frozenset[trio.lowlevel.Task]] | None,
-    spawners: _Spawners | None,
+    spawns: _Spawns,
     foundation_kwargs: dict[str, object],
 ) -> AsyncIterator[TestScope]:
     foreign = frozenset[trio.lowlevel.Task]()
     error: BaseException | None = None
     leaks: list[Leak] = []
     stray: dict[trio.lowlevel.Task, Leak] = {}
-    # Two blocks, not one: the registry must outlive the foundation's stop.
-    async with open_registry(name, isolated=True) as registry:  # noqa: SIM117
-        async with AsyncExitStack() as stack:
-            sup: Supervisor | None = None
-            foundation_nurseries: list[trio.Nursery] = []
-            if foundation:
-                before = set(me.child_nurseries)
-                sup = await stack.enter_async_context(open_foundation(**foundation_kwargs))  # type: ignore[arg-type]
-                foundation_nurseries = [n for n in me.child_nurseries if n not in before]
-            scope = TestScope(registry, sup)
-            body_error: BaseException | None = None
-            try:
-                async with trio.open_nursery() as nursery:
-                    scope._nursery = nursery
-                    try:
-                        yield scope
-                    except BaseException as exc:
-                        # Kept aside, and raised again, the very object, once the
-                        # scope's own tasks are done: never wrapped in the nursery's group.
-                        body_error = exc
-                    finally:
-                        # Tasks started in the scope that are alive as the body ends,
-                        # outside the scope's own nurseries, outlive it: even one that
-                        # another nursery is about to cancel (pytest-trio's nursery
-                        # fixture tears down at this very moment, in its own task).
-                        if foreign_of is not None:
-                            foreign = foreign_of()
-                        stray = _task_leaks(
-                            registry, me, [nursery, *foundation_nurseries], foreign, spawners
-                        )
-                        scope._nursery = None
-                        nursery.cancel_scope.cancel()
-            except BaseExceptionGroup as group:
-                # What the scope's own tasks raised (the body's error is kept aside).
-                # Unwrap policy: one exception that is not Cancelled propagates alone;
-                # several propagate as the group; beside a body error, with it.
-                real = [e for e in _leaves(group) if not isinstance(e, trio.Cancelled)]
-                if isinstance(body_error, trio.Cancelled) and real:
-                    body_error = None  # cancelled because a background task failed
-                if body_error is not None and real:
-                    raise BaseExceptionGroup(
-                        "a test scope's body and its background tasks failed",
-                        [body_error, *real],
-                    ) from None
-                if body_error is None:
-                    if len(real) != 1:
-                        raise
-                    error = real[0]
-            if body_error is not None:
-                error = body_error
-            if error is None or not isinstance(error, _NO_CHECK):
-                leaks.extend(_held_leaks(registry, _holdings(sup, foundation_nurseries)))
-    if error is None or not isinstance(error, _NO_CHECK):
-        # Again once everything is closed: tasks started while the scope tore down.
-        stray.update(_task_leaks(registry, me, [], foreign, spawners))
-        # Sibling tasks come in no particular order: report them in a stable one.
-        leaks.extend(sorted(stray.values(), key=lambda leak: (leak.what, leak.detail)))
-    found = tuple(sorted(leaks, key=lambda leak: _KIND_ORDER.index(leak.kind)))
-    if error is not None:
+    opened: Registry | None = None
+    try:
+        # Two blocks, not one: the registry must outlive the foundation's stop.
+        async with open_registry(name, isolated=True) as registry:
+            opened = registry
+            spawns.open_scope(registry)  # before any task can be spawned in it
+            async with AsyncExitStack() as stack:
+                sup: Supervisor | None = None
+                foundation_nurseries: list[trio.Nursery] = []
+                if foundation:
+                    before = set(me.child_nurseries)
+                    sup = await stack.enter_async_context(open_foundation(**foundation_kwargs))  # type: ignore[arg-type]
+                    foundation_nurseries = [n for n in me.child_nurseries if n not in before]
+                scope = TestScope(registry, sup)
+                body_error: BaseException | None = None
+                try:
+                    async with trio.open_nursery() as nursery:
+                        scope._nursery = nursery
+                        try:
+                            yield scope
+                        except BaseException as exc:
+                            # Kept aside, and raised again, the very object, once the
+                            # scope's own tasks are done: never wrapped in the nursery's group.
+                            body_error = exc
+                        finally:
+                            # Tasks started in the scope that are alive as the body ends,
+                            # outside the scope's own nurseries, outlive it: even one that
+                            # another nursery is about to cancel (pytest-trio's nursery
+                            # fixture tears down at this very moment, in its own task).
+                            if foreign_of is not None:
+                                foreign = foreign_of()
+                            stray = _task_leaks(
+                                registry, me, [nursery, *foundation_nurseries], spawns, foreign
+                            )
+                            scope._nursery = None
+                            nursery.cancel_scope.cancel()
+                except BaseExceptionGroup as group:
+                    # What the scope's own tasks raised (the body's error is kept aside).
+                    # Unwrap policy: one exception that is not Cancelled propagates alone;
+                    # several propagate as the group; beside a body error, with it.
+                    real = [e for e in _leaves(group) if not isinstance(e, trio.Cancelled)]
+                    if isinstance(body_error, trio.Cancelled) and real:
+                        body_error = None  # cancelled because a background task failed
+                    if body_error is not None and real:
+                        raise BaseExceptionGroup(
+                            "a test scope's body and its background tasks failed",
+                            [body_error, *real],
+                        ) from None
+                    if body_error is None:
+                        if len(real) != 1:
+                            raise
+                        error = real[0]
+                if body_error is not None:
+                    error = body_error
+                if error is None or not isinstance(error, _NO_CHECK):
+                    leaks.extend(
+                        _held_leaks(registry, _holdings(sup, foundation_nurseries), spawns)
+                    )
+        if error is None or not isinstance(error, _NO_CHECK):
+            # Again once everything is closed: tasks started while the scope tore down.
+            stray.update(_task_leaks(registry, me, [], spawns, foreign))
+            # Sibling tasks come in no particular order: report them in a stable one.
+            leaks.extend(sorted(stray.values(), key=lambda leak: (leak.what, leak.detail)))
+        found = tuple(sorted(leaks, key=lambda leak: _KIND_ORDER.index(leak.kind)))
+        if error is not None:
+            if found:
+                _add_note(error, _describe(name, found))
+            raise error
         if found:
-            _add_note(error, _describe(name, found))
-        raise error
-    if found:
-        raise LeakError(name, found)
+            raise LeakError(name, found)
+    finally:
+        if opened is not None:
+            spawns.close_scope(opened)

@@ -1316,7 +1316,12 @@ class _ServiceStart(_Startable[ServiceRef[S]], Generic[S]):
                         break  # request_stop closed the mailbox while we waited
                     if _faults.installed:
                         assert _faults.at_message is not None
-                        await _faults.at_message(core, msg)  # a stall or clock jump, if due
+                        try:
+                            await _faults.at_message(core, msg)  # a stall or clock jump, if due
+                        except BaseException:
+                            if msg.state == _QUEUED:  # taken from the mailbox, never to run
+                                _reply(msg, outcome.Error(core.unavailable()))
+                            raise
                     if msg.state != _QUEUED:
                         continue  # withdrawn by a cancelled caller
                     if core.status != _RUNNING_S:

@@ -1,0 +1,676 @@
+"""Model-based tests of services: ServiceStateMachine and the operation strategies."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import math
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, ClassVar, TypeVar
+
+import pytest
+import trio
+import trio.testing
+from hypothesis import Phase, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import invariant, rule, run_state_machine_as_test
+
+import trioscope
+from trioscope.testing._helpers import SimulatedCrash
+from trioscope.testing._scope import LeakError, open_test_scope
+from trioscope.testing._stateful import (
+    ModelMismatchError,
+    Operation,
+    OperationResult,
+    OperationTimeoutError,
+    RestartRecord,
+    ServiceStateMachine,
+    TraceEvent,
+    apply_operations,
+    check_against_model,
+    operation_sequences,
+    operations,
+)
+
+R = TypeVar("R")
+
+# Small, fixed runs: exact printed programs, and the whole file well under 10 s.
+FAST = settings(
+    max_examples=12,
+    stateful_step_count=8,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    print_blob=False,
+)
+
+# No explain phase: its notes name lines of this file.
+NO_EXPLAIN = (Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink)
+
+KEYS = st.sampled_from("abc")
+VALUES = st.integers(0, 9)
+
+
+# -- services and their models -----------------------------------------------------------
+
+
+class KeyMissing(trioscope.Rejected, KeyError):
+    """A get or delete of a key that is not there (the service keeps running)."""
+
+
+class KV(trioscope.Service):
+    def __init__(self) -> None:
+        self.data: dict[str, int] = {}
+
+    async def put(self, key: str, value: int) -> None:
+        self.data[key] = value
+
+    async def get(self, key: str) -> int:
+        if key not in self.data:
+            raise KeyMissing(key)
+        return self.data[key]
+
+    async def delete(self, key: str) -> None:
+        if key not in self.data:
+            raise KeyMissing(key)
+        del self.data[key]
+
+    async def size(self) -> int:
+        return len(self.data)
+
+    async def divide(self, key: str, by: int) -> int:
+        # A crash when by == 0 (ZeroDivisionError is not a Rejected).
+        self.data[key] = self.data.get(key, 0) // by
+        return self.data[key]
+
+
+class BuggyKV(KV):
+    """Keeps its size in a counter, and forgets to decrement it on delete."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    async def put(self, key: str, value: int) -> None:
+        if key not in self.data:
+            self.count += 1
+        self.data[key] = value
+
+    async def delete(self, key: str) -> None:
+        if key not in self.data:
+            raise KeyMissing(key)
+        del self.data[key]  # the bug: self.count stays as it was
+
+    async def size(self) -> int:
+        return self.count
+
+
+class KVModel:
+    """KV in plain Python: the same methods, returning and raising the same."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, int] = {}
+
+    def put(self, key: str, value: int) -> None:
+        self.data[key] = value
+
+    def get(self, key: str) -> int:
+        if key not in self.data:
+            raise KeyMissing(key)
+        return self.data[key]
+
+    def delete(self, key: str) -> None:
+        if key not in self.data:
+            raise KeyMissing(key)
+        del self.data[key]
+
+    def size(self) -> int:
+        return len(self.data)
+
+    def divide(self, key: str, by: int) -> int:
+        if by == 0:
+            self.data.clear()  # the service crashes: a fresh incarnation starts empty
+            raise ZeroDivisionError
+        self.data[key] = self.data.get(key, 0) // by
+        return self.data[key]
+
+
+# -- a machine that passes, and catches a bug ---------------------------------------------
+
+
+class KVRules(ServiceStateMachine):
+    """KV against a dict: puts, gets, deletes, and the sizes agree after each."""
+
+    spec: ClassVar[trioscope.ChildSpec[Any]] = KV.child_spec(name="kv")
+    kv: ClassVar[type[KV]] = KV  # whose handlers the rules call (a subclass's own, if any)
+    max_restarts = 1000
+    examples: ClassVar[list[tuple[TraceEvent, ...]]] = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model: dict[str, int] = {}
+
+    @rule(key=KEYS, value=VALUES)
+    def put(self, key: str, value: int) -> None:
+        self.call(self.kv.put, key, value)
+        self.model[key] = value
+
+    @rule(key=KEYS)
+    def get(self, key: str) -> None:
+        if key in self.model:
+            assert self.call(self.kv.get, key) == self.model[key]
+        else:
+            with pytest.raises(KeyMissing):
+                self.call(self.kv.get, key)
+
+    @rule(key=KEYS)
+    def delete(self, key: str) -> None:
+        if key in self.model:
+            self.call(self.kv.delete, key)
+            del self.model[key]
+        else:
+            with pytest.raises(KeyMissing):
+                self.call(self.kv.delete, key)
+
+    @invariant()
+    def sizes_agree(self) -> None:
+        assert self.call(self.kv.size) == len(self.model)
+
+    def teardown(self) -> None:
+        super().teardown()
+        type(self).examples.append(self.trace)
+
+
+class KVMachine(KVRules):
+    """And crashes (the model knows a crash loses the state), and time passing."""
+
+    examples: ClassVar[list[tuple[TraceEvent, ...]]] = []
+
+    @rule()
+    def crash_service(self) -> None:
+        assert self.crash().action == "restarted"
+        self.model.clear()  # a fresh incarnation: the state is lost
+
+    @rule(seconds=st.sampled_from([0.5, 2.0]))
+    def let_time_pass(self, seconds: float) -> None:
+        before = self.now
+        self.jump(seconds)
+        assert self.now == before + seconds
+
+
+class BuggyKVMachine(KVRules):
+    spec = BuggyKV.child_spec(name="kv")
+    kv = BuggyKV
+
+
+def test_a_machine_whose_service_matches_its_model_passes() -> None:
+    KVMachine.examples.clear()
+    run_state_machine_as_test(KVMachine, settings=FAST)
+    assert len(KVMachine.examples) == FAST.max_examples
+    lines = [event.what for trace in KVMachine.examples for event in trace]
+    # It did drive the service: crashes restarted it, and time passed.
+    assert any(line.startswith("call KV.put(") for line in lines)
+    assert any(line.startswith("exited: SimulatedCrash") for line in lines)
+    assert any(line.startswith("jump ") for line in lines)
+
+
+def test_the_machine_catches_a_buggy_service_and_shrinks_the_program() -> None:
+    with pytest.raises(AssertionError) as info:
+        run_state_machine_as_test(
+            BuggyKVMachine, settings=settings(FAST, max_examples=200, phases=NO_EXPLAIN)
+        )
+    assert str(info.value).startswith("assert 1 == 0\n")
+    assert info.value.__notes__ == [
+        "Failing test case: <state machine>",
+        "state = BuggyKVMachine()",
+        "state.sizes_agree()",
+        "state.put(key='a', value=0)",
+        "state.sizes_agree()",
+        "state.delete(key='a')",
+        "state.sizes_agree()",
+        "state.teardown()",
+    ]
+
+
+# -- the machine's operations, one at a time ---------------------------------------------
+
+
+@contextlib.contextmanager
+def running(cls: type[ServiceStateMachine]) -> Iterator[Any]:
+    """One example's machine, driven by hand (as Hypothesis would, rule by rule)."""
+    machine = cls()
+    try:
+        yield machine
+    finally:
+        machine.teardown()
+
+
+def test_operations_run_in_the_scope_and_return_once_it_is_idle() -> None:
+    with running(KVRules) as m:
+        assert (m.name, m.incarnation, m.restarts, m.status, m.now) == ("kv", 0, 0, "running", 0)
+        assert m.call(KV.put, "a", 1) is None
+        m.cast(KV.put, "b", 2)
+        # The cast's handler ran before cast() returned: two messages handled.
+        assert m.ref is not None
+        assert m.ref.statistics().handled == 2
+        assert m.apply(Operation(KV.get, ("b",))) == 2
+        with pytest.raises(KeyMissing):
+            m.call(KV.get, "z")
+
+        async def where() -> tuple[str | None, float]:
+            return trioscope.current_registry().namespace, trio.current_time()
+
+        assert m.run(where) == ("KVRules (hypothesis example)", 0.0)
+        m.jump(1.5)
+        assert m.now == 1.5
+        assert [str(event) for event in m.trace] == [
+            "0 #0 started",
+            "0 #0 call KV.put('a', 1)",
+            "0 #0 -> None",
+            "0 #0 cast KV.put('b', 2)",
+            "0 #0 -> None",
+            "0 #0 call KV.get('b')",
+            "0 #0 -> 2",
+            "0 #0 call KV.get('z')",
+            "0 #0 raised KeyMissing: 'z'",
+            "0 #0 run test_operations_run_in_the_scope_and_return_once_it_is_idle.<locals>.where()",
+            "0 #0 -> ('KVRules (hypothesis example)', 0.0)",
+            "0 #0 jump 1.5 s",
+            "1.5 #0 -> None",
+        ]
+
+
+class Told(KVRules):
+    def __init__(self) -> None:
+        self.told: list[RestartRecord] = []
+        super().__init__()
+
+    def on_restart(self, record: RestartRecord) -> None:
+        self.told.append(record)
+        self.model.clear()
+
+
+def test_a_crashing_handler_restarts_the_service_and_the_model_is_told() -> None:
+    with running(Told) as m:
+        m.call(KV.put, "a", 1)
+        m.model["a"] = 1
+        m.jump(0.5)
+        with pytest.raises(trioscope.ServiceCrashedError) as info:
+            m.call(KV.divide, "a", 0)
+        assert type(info.value.__cause__) is ZeroDivisionError
+        restart = RestartRecord(0.5, 1, "ZeroDivisionError: integer division or modulo by zero")
+        # Told once, before the call raised; take_restarts reports it once too.
+        assert (m.told, m.model) == ([restart], {})
+        assert m.told[0].error is info.value.__cause__
+        assert m.take_restarts() == [restart]
+        assert m.take_restarts() == []
+        assert (m.incarnation, m.restarts, m.call(KV.size)) == (1, 1, 0)  # the state was lost
+
+
+def test_crash_returns_once_the_real_supervisor_restarted_the_service() -> None:
+    with running(Told) as m:
+        m.call(KV.put, "a", 1)
+        first = m.ref
+        outcome = m.crash()
+        assert (outcome.action, outcome.supervisor, outcome.child) == ("restarted", "Told", "kv")
+        assert outcome.ref is m.ref
+        assert m.ref is not None
+        assert m.ref != first
+        assert [r.reason for r in m.told] == ["SimulatedCrash: simulated crash of service 'kv'"]
+        assert isinstance(m.told[0].error, SimulatedCrash)
+        assert m.call(KV.size) == 0
+
+
+class Backingoff(KVRules):
+    backoff = trioscope.Backoff(initial=2.0, maximum=2.0, jitter=0.0)
+
+
+def test_in_backoff_time_waits_for_a_jump_or_a_call() -> None:
+    with running(Backingoff) as m:
+        outcome = m.crash()
+        assert (outcome.action, outcome.restart_at) == ("backoff", 2.0)
+        assert (m.ref, m.status, m.incarnation, m.now) == (None, "backoff", 0, 0.0)
+        m.jump(1.0)
+        assert (m.ref, m.status, m.now) == (None, "backoff", 1.0)
+        m.jump(1.0)
+        assert (m.status, m.incarnation, m.now) == ("running", 1, 2.0)
+        m.crash()
+        # A call by name rides through the backoff: the clock autojumps to the restart.
+        assert m.call(KV.size) == 0
+        assert (m.incarnation, m.now) == (2, 4.0)
+        assert [(r.at_s, r.incarnation) for r in m.take_restarts()] == [(2.0, 1), (4.0, 2)]
+
+
+class Fragile(KVRules):
+    max_restarts = 0
+
+
+def test_a_supervisor_that_gives_up_leaves_the_example_without_its_service() -> None:
+    with running(Fragile) as m:
+        assert m.crash().action == "gave_up"
+        assert isinstance(m.gave_up, trioscope.RestartIntensityExceededError)
+        assert (m.ref, m.status) == (None, "stopped")
+        with pytest.raises(trioscope.ServiceUnavailableError):
+            m.call(KV.size)
+        assert m.now == trioscope.DEFAULT_CALL_TIMEOUT_S  # the caller waited out its timeout
+
+
+def test_an_operation_that_never_ends_times_out_on_the_trio_clock() -> None:
+    with running(KVRules) as m:
+        with pytest.raises(OperationTimeoutError) as info:
+            m.run(trio.sleep_forever)
+        assert str(info.value) == (
+            "run sleep_forever() did not finish within 60 s of Trio's clock (it waits for "
+            "something that never happens; raise the machine's operation_timeout if it "
+            "needs longer)"
+        )
+        assert m.now == 60.0
+        assert m.call(KV.size) == 0  # the example goes on
+
+
+class Unstartable(trioscope.Service):
+    async def init(self) -> None:
+        raise ValueError("no config")
+
+
+class UnstartableMachine(ServiceStateMachine):
+    spec = Unstartable.child_spec(name="unstartable")
+
+    @rule()
+    def nothing(self) -> None:
+        pass
+
+
+def test_a_service_that_cannot_start_fails_the_machine_and_ends_its_run() -> None:
+    with pytest.raises(trioscope.StartError) as info:
+        UnstartableMachine()
+    assert type(info.value.__cause__) is ValueError
+    assert not [t for t in threading.enumerate() if t.name.startswith("trioscope machine")]
+
+
+def test_machine_definitions_are_checked() -> None:
+    here = r"^test_machine_definitions_are_checked\.<locals>\."
+
+    class NoSpec(ServiceStateMachine):
+        @rule()
+        def nothing(self) -> None:
+            pass
+
+    with pytest.raises(
+        TypeError, match=here + r"NoSpec\.spec must be the child spec of the service to test"
+    ):
+        NoSpec()
+
+    class Unnamed(NoSpec):
+        spec = KV.child_spec()
+
+    with pytest.raises(TypeError, match=here + r"Unnamed\.spec must start a named service"):
+        Unnamed()
+
+    with pytest.raises(TypeError) as info:
+
+        class Shadowing(NoSpec):
+            @rule()
+            def crash(self) -> None:
+                pass
+
+    assert str(info.value).startswith(
+        "test_machine_definitions_are_checked.<locals>.Shadowing.crash shadows "
+        "ServiceStateMachine.crash, which rules use on self (apply, call, cast, crash, "
+    )
+    with pytest.raises(
+        TypeError, match=here + r"WrongFaults\.faults must be a Hypothesis strategy"
+    ):
+
+        class WrongFaults(NoSpec):
+            faults = "crash"  # type: ignore[assignment]
+
+
+# -- failures, leaks, and the end of an example -------------------------------------------
+
+
+class LeakyMachine(KVRules):
+    @rule()
+    def leak(self) -> None:
+        async def spawn() -> None:
+            # A task started in the scope (it sees the scope's registry) and left running.
+            trio.lowlevel.spawn_system_task(
+                trio.sleep_forever, name="leaky", context=contextvars.copy_context()
+            )
+
+        self.run(spawn)
+
+
+def test_a_leak_fails_the_example_with_leak_error_naming_it() -> None:
+    with pytest.raises(LeakError) as info:
+        run_state_machine_as_test(LeakyMachine, settings=settings(FAST, phases=NO_EXPLAIN))
+    assert [(leak.kind, leak.what) for leak in info.value.leaks] == [("task", "leaky")]
+    assert info.value.__notes__ == [
+        "Failing test case: <state machine>",
+        "state = LeakyMachine()",
+        "state.sizes_agree()",
+        "state.leak()",
+        "state.sizes_agree()",
+        "state.teardown()",
+    ]
+
+
+def test_a_failing_rule_keeps_its_own_error_and_the_leak_is_a_note() -> None:
+    def failing_rule() -> None:
+        with running(LeakyMachine) as m:
+            m.leak()
+            raise AssertionError("the rule failed")
+
+    with pytest.raises(AssertionError) as info:
+        failing_rule()
+    assert type(info.value) is AssertionError
+    assert info.value.args == ("the rule failed",)
+    [note] = info.value.__notes__
+    assert note.startswith(
+        "when the example's scope closed: LeakError: test scope 'LeakyMachine (hypothesis "
+        "example)' leaked 1 thing that outlived it"
+    )
+    assert "task 'leaky'" in note
+
+
+# -- determinism --------------------------------------------------------------------------
+
+
+class Ticker(trioscope.Service):
+    """Counts seconds of Trio's clock since it started, in a task of its own."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+        self.started = 0.0
+
+    async def init(self) -> None:
+        self.started = trio.current_time()
+        self.start_soon(self._tick)
+
+    async def _tick(self) -> None:
+        while True:
+            await trio.sleep(1.0)
+            self.ticks += 1
+
+    async def read(self) -> tuple[int, float]:
+        return self.ticks, self.started
+
+
+class TickerMachine(ServiceStateMachine):
+    spec = Ticker.child_spec(name="ticker")
+    max_restarts = 1000
+    examples: ClassVar[list[tuple[TraceEvent, ...]]] = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last = self.now
+
+    def between_rules(self) -> None:
+        # Nothing ran and no time passed since the last operation returned,
+        # though the ticker always has a deadline pending.
+        assert self.now == self.last
+
+    @rule(seconds=st.sampled_from([0.25, 1.0, 2.5]))
+    def let_time_pass(self, seconds: float) -> None:
+        self.between_rules()
+        self.jump(seconds)
+        self.last = self.now
+
+    @rule()
+    def crash_ticker(self) -> None:
+        self.between_rules()
+        assert self.crash().action == "restarted"
+
+    @rule()
+    def read(self) -> None:
+        self.between_rules()
+        ticks, started = self.call(Ticker.read)
+        assert ticks == math.floor(self.now - started)
+
+    def teardown(self) -> None:
+        super().teardown()
+        type(self).examples.append(self.trace)
+
+
+def test_the_same_example_gives_the_same_trace() -> None:
+    runs = []
+    for _ in range(2):
+        TickerMachine.examples.clear()
+        run_state_machine_as_test(TickerMachine, settings=settings(FAST, max_examples=8))
+        runs.append(list(TickerMachine.examples))
+    assert runs[0] == runs[1]
+    lines = [str(event) for trace in runs[0] for event in trace]
+    assert len(runs[0]) == 8
+    assert any(" #2 started" in line for line in lines)  # restarted twice in one example
+    assert any(line.startswith("3.5 ") for line in lines)  # time did pass
+
+
+# -- operation strategies -----------------------------------------------------------------
+
+
+def test_operations_print_as_calls() -> None:
+    assert repr(Operation(KV.put, ("a", 1))) == "KV.put('a', 1)"
+    assert repr(Operation(KV.get, (), {"key": "a"})) == "KV.get(key='a')"
+    assert repr(OperationResult(Operation(KV.size), 3)) == "KV.size() -> 3"
+    crash = trioscope.ServiceCrashedError("'kv'", "divide")
+    crash.__cause__ = ZeroDivisionError("division by zero")
+    assert repr(OperationResult(Operation(KV.divide, ("a", 0)), None, crash)) == (
+        "KV.divide('a', 0) crashed the service with ZeroDivisionError: division by zero"
+    )
+    assert repr(OperationResult(Operation(KV.get, ("z",)), None, KeyMissing("z"))) == (
+        "KV.get('z') raised KeyMissing: 'z'"
+    )
+
+
+@settings(FAST, max_examples=30)
+@given(operations(KV, put=(KEYS, VALUES), get={"key": KEYS}, size=()))
+def test_operations_draw_calls_of_the_handlers_named(op: Operation) -> None:
+    if op.handler is KV.put:
+        key, value = op.args
+        assert (key in "abc", 0 <= value <= 9, op.kwargs) == (True, True, {})  # type: ignore[operator]
+    elif op.handler is KV.get:
+        assert (op.args, list(op.kwargs)) == ((), ["key"])
+    else:
+        assert (op.handler, op.args, op.kwargs) == (KV.size, (), {})
+
+
+def test_operations_check_their_arguments() -> None:
+    with pytest.raises(
+        TypeError,
+        match=r"^KV\.nope is not a handler \(its handlers: delete, divide, get, put, size\)$",
+    ):
+        operations(KV, nope=())
+    with pytest.raises(TypeError, match=r"^operations\(KV, put=\.\.\.\): the arguments do not fit"):
+        operations(KV, put=(KEYS,))
+    with pytest.raises(TypeError, match=r"^operations\(KV, get=\.\.\.\)\[0\] must be a Hypothesis"):
+        operations(KV, get=("a",))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^operations\(KV\) needs at least one handler"):
+        operations(KV)
+    with pytest.raises(TypeError, match=r"^operations\(\) needs a trioscope\.Service subclass"):
+        operations(KVModel, put=(KEYS, VALUES))  # type: ignore[arg-type]
+
+
+def _in_scope(body: Callable[[], Awaitable[R]], spec: trioscope.ChildSpec[Any]) -> R:
+    async def main() -> R:
+        async with open_test_scope("ops"), trioscope.open_supervisor([spec], max_restarts=100):
+            return await body()
+
+    return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+@settings(FAST, max_examples=15)
+@given(
+    operation_sequences(
+        KV,
+        max_size=12,
+        put=(KEYS, VALUES),
+        get=(KEYS,),
+        delete=(KEYS,),
+        divide=(KEYS, st.integers(0, 2)),
+    )
+)
+def test_a_service_agrees_with_its_model_over_any_sequence(ops: list[Operation]) -> None:
+    results = _in_scope(lambda: check_against_model("kv", ops, KVModel()), KV.child_spec(name="kv"))
+    assert [r.operation for r in results] == ops
+
+
+def test_the_first_disagreement_fails_naming_the_operations_run() -> None:
+    ops = [
+        Operation(BuggyKV.put, ("a", 1)),
+        Operation(BuggyKV.delete, ("a",)),
+        Operation(BuggyKV.size),
+    ]
+    with pytest.raises(ModelMismatchError) as info:
+        _in_scope(lambda: check_against_model("kv", ops, KVModel()), BuggyKV.child_spec(name="kv"))
+    assert str(info.value) == (
+        "operation 3 disagrees with the model: BuggyKV.size(): the service returned 1, "
+        "the model returned 0\n"
+        "operations run:\n"
+        "  1. BuggyKV.put('a', 1) -> None\n"
+        "  2. BuggyKV.delete('a') -> None\n"
+        "  3. BuggyKV.size() -> 1"
+    )
+    assert (info.value.index, info.value.expected.value) == (3, 0)
+
+    class Strict(KVModel):
+        def get(self, key: str) -> int:
+            raise LookupError(key)
+
+    wrong = [Operation(KV.get, ("a",))]
+    with pytest.raises(
+        ModelMismatchError,
+        match=r"^operation 1 disagrees with the model: KV\.get\('a'\): the service raised "
+        r"KeyMissing: 'a', the model raised LookupError: a\n",
+    ):
+        _in_scope(lambda: check_against_model("kv", wrong, Strict()), KV.child_spec(name="kv"))
+
+
+def test_apply_operations_by_name_rides_through_a_crash_and_by_ref_does_not() -> None:
+    ops = [
+        Operation(KV.put, ("a", 4)),
+        Operation(KV.divide, ("a", 0)),
+        Operation(KV.get, ("a",)),
+        Operation(KV.size),
+    ]
+
+    async def both() -> tuple[list[OperationResult], list[OperationResult]]:
+        by_name = await apply_operations("kv", ops)
+        ref = trioscope.whereis("kv")
+        assert ref is not None
+        return by_name, await apply_operations(ref, ops)
+
+    by_name, by_ref = _in_scope(both, KV.child_spec(name="kv"))
+    assert [repr(r) for r in by_name] == [
+        "KV.put('a', 4) -> None",
+        "KV.divide('a', 0) crashed the service with ZeroDivisionError: integer division or "
+        "modulo by zero",
+        "KV.get('a') raised KeyMissing: 'a'",
+        "KV.size() -> 0",
+    ]
+    assert [repr(r).split(":")[0] for r in by_ref] == [
+        "KV.put('a', 4) -> None",
+        "KV.divide('a', 0) crashed the service with ZeroDivisionError",
+        "KV.get('a') raised ServiceUnavailableError",
+        "KV.size() raised ServiceUnavailableError",
+    ]

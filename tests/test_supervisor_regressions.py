@@ -987,6 +987,7 @@ _STOP_BEGUN_BY_A_CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.wall_clock("a subprocess: its start and output take real time")
 async def test_sigint_ends_a_hanging_stop_that_a_childs_sys_exit_began() -> None:
     """Item 9: a child's sys.exit(3) begins the orderly stop; the stop hangs in terminate.
 
@@ -1453,6 +1454,7 @@ _INTERRUPT_AT_THE_NURSERY_EXIT = textwrap.dedent(
 )
 
 
+@pytest.mark.wall_clock("a subprocess: its start and output take real time")
 async def test_a_ctrl_c_at_a_task_supervisors_nursery_exit_comes_out_bare() -> None:
     """A KeyboardInterrupt delivered while the block waits for its tasks is raised bare.
 

@@ -312,7 +312,7 @@ def test_an_opted_out_test_requesting_a_scope_fixture_is_a_usage_error(
     result.stderr.fnmatch_lines(
         [
             "*test_contradiction.py::test_outside: requests the foundation and trioscope_scope "
-            "fixture but is marked @pytest.mark.no_trioscope_scope: drop one*"
+            "fixtures but is marked @pytest.mark.no_trioscope_scope: drop one*"
         ]
     )
 

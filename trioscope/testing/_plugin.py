@@ -33,6 +33,13 @@ as its current one.
   Hypothesis). That scope ends with the body, before pytest-trio cancels its
   ``nursery`` fixture: tasks the test starts there are reported. With that
   fixture, request ``trioscope_scope`` instead (it is torn down after it).
+- ``@pytest.mark.no_trioscope_scope(reason)`` opts a test (or a class, or a
+  module) out of a ``trioscope_scope`` marker further out: a test that must
+  run with no scope around it (one that checks what happens outside every
+  scope, or the root registry itself) in a module marked for scopes. The
+  closer of the two markers wins; both on the same test, class or module, a
+  missing or empty reason, or a test that requests ``trioscope_scope`` or
+  ``foundation`` while it is opted out, is a `pytest.UsageError`.
 
 A leak fails the test with the `LeakError` message (raised as the scope ends,
 after the test body); a test that already failed keeps its own error, and
@@ -54,6 +61,10 @@ from ._scope import TestScope, open_test_scope
 MARKER = "trioscope_scope"
 """The marker's (and the scope fixture's) name."""
 
+NO_MARKER = "no_trioscope_scope"
+"""The opt-out marker's name: no scope around the test, whatever a module's or
+class's `MARKER` says; it takes the reason, which is required."""
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
@@ -62,11 +73,67 @@ def pytest_configure(config: pytest.Config) -> None:
         "isolated, leak-checked trioscope scope (configures the trioscope_scope fixture, or "
         "wraps the test body when it requests no scope fixture)",
     )
+    config.addinivalue_line(
+        "markers",
+        f"{NO_MARKER}(reason): run the test with no trioscope scope around it, though a "
+        f"module's or class's {MARKER} marker asks for one (the closer marker wins; the "
+        "reason is required)",
+    )
+
+
+def _reason(node: pytest.Item, mark: pytest.Mark) -> str:
+    """The reason a `NO_MARKER` marker gives (positional or ``reason=``), checked."""
+    args = list(mark.args)
+    if "reason" in mark.kwargs:
+        args.append(mark.kwargs["reason"])
+    extra = set(mark.kwargs) - {"reason"}
+    if len(args) != 1 or extra or not isinstance(args[0], str) or not args[0].strip():
+        raise pytest.UsageError(
+            f"{node.nodeid}: @pytest.mark.{NO_MARKER} takes one reason, a non-empty string "
+            f"saying why the test runs with no scope around it; got args={mark.args!r}, "
+            f"kwargs={mark.kwargs!r}"
+        )
+    return args[0]
+
+
+def _closest_scope_marker(node: pytest.Item) -> pytest.Mark | None:
+    """The `MARKER` that applies to *node*, or ``None``: none anywhere, or a closer
+    (or only) `NO_MARKER` opts it out.
+
+    Raises:
+        pytest.UsageError: both markers on the same node (test, class or
+            module), or a `NO_MARKER` without a reason.
+    """
+    found: tuple[object, pytest.Mark] | None = None
+    for owner, mark in node.iter_markers_with_node():
+        if mark.name == NO_MARKER:
+            _reason(node, mark)
+        elif mark.name != MARKER:
+            continue
+        if found is None:
+            found = (owner, mark)
+        elif owner is found[0] and mark.name != found[1].name:
+            where = "the test" if owner is node else repr(owner.nodeid)
+            raise pytest.UsageError(
+                f"{node.nodeid}: both @pytest.mark.{MARKER} and @pytest.mark.{NO_MARKER} "
+                f"on {where}: keep one"
+            )
+    if found is None or found[1].name == NO_MARKER:
+        return None
+    return found[1]
 
 
 def _scope_kwargs(node: pytest.Item, *, foundation: bool) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"name": node.nodeid}
-    marker = node.get_closest_marker(MARKER)
+    marker = _closest_scope_marker(node)
+    opted_out = marker is None and node.get_closest_marker(NO_MARKER) is not None
+    if opted_out:
+        requested = sorted({MARKER, "foundation"} & set(getattr(node, "fixturenames", ())))
+        raise pytest.UsageError(
+            f"{node.nodeid}: requests the {' and '.join(requested)} "
+            f"{'fixture' if len(requested) == 1 else 'fixtures'} but is marked "
+            f"@pytest.mark.{NO_MARKER}: drop one"
+        )
     if marker is not None:
         if marker.args:
             raise pytest.UsageError(
@@ -121,10 +188,15 @@ def _in_scope(
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if not isinstance(item, pytest.Function) or item.get_closest_marker(MARKER) is None:
+        if not isinstance(item, pytest.Function):
             continue
-        if {MARKER, "foundation"} & set(item.fixturenames):
+        requests_fixture = bool({MARKER, "foundation"} & set(item.fixturenames))
+        marker = _closest_scope_marker(item)
+        if requests_fixture:
+            _scope_kwargs(item, foundation=False)  # a usage error now, not at setup
             continue  # the fixture reads the marker
+        if marker is None:
+            continue
         kwargs = _scope_kwargs(item, foundation=False)
         hypothesis = getattr(item.obj, "hypothesis", None)
         body = hypothesis.inner_test if hypothesis is not None else item.obj

@@ -1,0 +1,104 @@
+"""The suite's default clock (tests/conftest.py): MockClock unless a test says why not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hypothesis
+import hypothesis.strategies as st
+import pytest
+import trio
+import trio.testing
+
+pytest_plugins = ["pytester"]
+
+pytestmark = pytest.mark.trioscope_scope
+
+
+async def test_a_trio_test_runs_on_a_fresh_autojump_mock_clock() -> None:
+    clock = trio.lowlevel.current_clock()
+    assert isinstance(clock, trio.testing.MockClock)
+    assert clock.autojump_threshold == 0
+    assert trio.current_time() == 0.0
+    await trio.sleep(3600)
+    assert trio.current_time() == 3600.0
+
+
+async def test_a_requested_clock_fixture_is_the_clock(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    assert trio.lowlevel.current_clock() is autojump_clock
+
+
+async def test_a_requested_clock_without_autojump_is_the_clock(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    assert trio.lowlevel.current_clock() is mock_clock
+    assert mock_clock.autojump_threshold == float("inf")
+
+
+@pytest.mark.wall_clock("checks the opt-out itself")
+async def test_the_wall_clock_marker_runs_on_trios_system_clock() -> None:
+    assert not isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock)
+
+
+@hypothesis.given(delay=st.floats(min_value=0.0, max_value=1e6))
+@hypothesis.settings(max_examples=10)
+async def test_each_hypothesis_example_gets_its_own_clock(delay: float) -> None:
+    assert isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock)
+    assert trio.current_time() == 0.0
+    await trio.sleep(delay)
+    assert trio.current_time() == delay
+
+
+CONFTEST = Path(__file__).with_name("conftest.py").read_text()
+
+
+@pytest.mark.parametrize(
+    "marker",
+    ["wall_clock", "wall_clock()", 'wall_clock("")', 'wall_clock("a", "b")', "wall_clock(why=1)"],
+)
+def test_the_wall_clock_marker_requires_one_reason(pytester: pytest.Pytester, marker: str) -> None:
+    pytester.makeini("[pytest]\ntrio_mode = true\n")
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(
+        test_no_reason=f"""
+        import pytest
+
+        @pytest.mark.{marker}
+        async def test_real_io():
+            pass
+        """
+    )
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "*test_no_reason.py::test_real_io: @pytest.mark.wall_clock takes one reason, a "
+            "non-empty string saying what real I/O needs Trio's system clock*"
+        ]
+    )
+
+
+def test_a_sleep_on_the_default_clock_takes_no_wall_time(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\ntrio_mode = true\n")
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(
+        test_sleeps="""
+        import time
+        import trio
+
+        async def test_a_day():
+            start = time.monotonic()
+            with trio.fail_after(86400 + 1):
+                await trio.sleep(86400)
+            assert time.monotonic() - start < 60
+
+        async def test_a_timeout_fires_on_the_mock_clock():
+            with trio.move_on_after(30) as scope:
+                await trio.sleep_forever()
+            assert scope.cancelled_caught
+            assert trio.current_time() == 30.0
+        """
+    )
+    pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)

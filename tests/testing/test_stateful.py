@@ -14,9 +14,17 @@ import trio
 import trio.testing
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import initialize, invariant, rule, run_state_machine_as_test
 
 import trioscope
+from trioscope._exits import describe
+from trioscope.testing._faults import (
+    Fault,
+    FaultSchedule,
+    FiredFault,
+    InjectedFault,
+    fault_schedules,
+)
 from trioscope.testing._helpers import SimulatedCrash
 from trioscope.testing._scope import LeakError, open_test_scope
 from trioscope.testing._stateful import (
@@ -50,6 +58,15 @@ NO_EXPLAIN = (Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink)
 
 KEYS = st.sampled_from("abc")
 VALUES = st.integers(0, 9)
+
+
+def program(exc: BaseException) -> list[str]:
+    """The failing program Hypothesis printed (its notes, less the heading, whose
+    wording changes between Hypothesis versions)."""
+    notes: list[str] = getattr(exc, "__notes__", [])
+    assert notes, f"no program printed on {exc!r}"
+    assert notes[0].startswith(("Failing test case", "Falsifying example")), notes[0]
+    return notes[1:]
 
 
 # -- services and their models -----------------------------------------------------------
@@ -218,11 +235,11 @@ def test_a_machine_whose_service_matches_its_model_passes() -> None:
 def test_the_machine_catches_a_buggy_service_and_shrinks_the_program() -> None:
     with pytest.raises(AssertionError) as info:
         run_state_machine_as_test(
-            BuggyKVMachine, settings=settings(FAST, max_examples=200, phases=NO_EXPLAIN)
+            BuggyKVMachine,
+            settings=settings(FAST, max_examples=200, stateful_step_count=5, phases=NO_EXPLAIN),
         )
     assert str(info.value).startswith("assert 1 == 0\n")
-    assert info.value.__notes__ == [
-        "Failing test case: <state machine>",
+    assert program(info.value) == [
         "state = BuggyKVMachine()",
         "state.sizes_agree()",
         "state.put(key='a', value=0)",
@@ -446,8 +463,7 @@ def test_a_leak_fails_the_example_with_leak_error_naming_it() -> None:
     with pytest.raises(LeakError) as info:
         run_state_machine_as_test(LeakyMachine, settings=settings(FAST, phases=NO_EXPLAIN))
     assert [(leak.kind, leak.what) for leak in info.value.leaks] == [("task", "leaky")]
-    assert info.value.__notes__ == [
-        "Failing test case: <state machine>",
+    assert program(info.value) == [
         "state = LeakyMachine()",
         "state.sizes_agree()",
         "state.leak()",
@@ -674,3 +690,160 @@ def test_apply_operations_by_name_rides_through_a_crash_and_by_ref_does_not() ->
         "KV.get('a') raised ServiceUnavailableError",
         "KV.size() raised ServiceUnavailableError",
     ]
+
+
+# -- fault schedules ----------------------------------------------------------------------
+
+
+class CrashAtTwo(Told):
+    faults = st.just(FaultSchedule((Fault("crash", "kv", 2),)))
+
+
+def test_a_crash_fault_restarts_the_service_through_the_real_supervisor() -> None:
+    schedule = FaultSchedule((Fault("crash", "kv", 2),))
+    with running(CrashAtTwo) as m:
+        m.inject_faults(schedule=schedule)  # as Hypothesis runs it, first
+        m.call(KV.put, "a", 1)
+        m.model["a"] = 1
+        m.jump(1.0)
+        with pytest.raises(trioscope.ServiceCrashedError) as info:
+            m.call(KV.put, "b", 2)  # the 2nd message: its handler raises instead of running
+        fault = info.value.__cause__
+        assert isinstance(fault, InjectedFault)
+        assert m.fired == (FiredFault(Fault("crash", "kv", 2), 1, 1.0),)
+        # The real supervisor restarted it, and the model was told before the call raised.
+        assert m.told == [RestartRecord(1.0, 1, describe(fault))]
+        assert m.model == {}
+        assert (m.incarnation, m.restarts, m.call(KV.size)) == (1, 1, 0)
+        assert [str(event) for event in m.trace][1:] == [
+            f"0 #0 apply {schedule!r}",
+            "0 #0 -> None",
+            "0 #0 call KV.put('a', 1)",
+            "0 #0 -> None",
+            "0 #0 jump 1 s",
+            "1 #0 -> None",
+            "1 #0 call KV.put('b', 2)",
+            f"1 #0 exited: {describe(fault)}",
+            "1 #1 started",
+            "1 #1 fault Fault('crash', 'kv', 2) fired (fault incarnation 1)",
+            "1 #1 crashed the service with " + describe(fault),
+            "1 #1 call KV.size()",
+            "1 #1 -> 0",
+        ]
+
+
+class CrashAtOne(Told):
+    faults = st.just(FaultSchedule((Fault("crash", "kv", 1),)))
+
+
+def test_a_crash_fault_at_the_crash_message_still_gives_the_supervisor_action() -> None:
+    with running(CrashAtOne) as m:
+        m.inject_faults(schedule=FaultSchedule((Fault("crash", "kv", 1),)))
+        outcome = m.crash()  # its message is the 1st: the fault crashes it first
+        assert (outcome.action, outcome.supervisor, outcome.child) == (
+            "restarted",
+            "CrashAtOne",
+            "kv",
+        )
+        assert outcome.ref is m.ref
+        assert m.fired == (FiredFault(Fault("crash", "kv", 1), 1, 0.0),)
+        [record] = m.told
+        assert isinstance(record.error, InjectedFault)
+        assert m.incarnation == 1
+
+
+CRASHED = object()
+
+
+class KVUnderFaults(ServiceStateMachine):
+    """KV against a dict while crash faults hit it; the model forgets all on a restart."""
+
+    spec = KV.child_spec(name="kv")
+    max_restarts = 1000
+    faults = fault_schedules(["kv"], kinds=["crash"], max_faults=2, max_at=4)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model: dict[str, int] = {}
+
+    def on_restart(self, record: RestartRecord) -> None:
+        assert isinstance(record.error, InjectedFault)
+        self.model.clear()
+
+    def attempt(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        fired = len(self.fired)
+        try:
+            result = self.call(fn, *args)
+        except trioscope.ServiceCrashedError as exc:
+            cause = exc.__cause__
+        else:
+            return result
+        # Only a fault crashes KV, at this very message.
+        assert isinstance(cause, InjectedFault)
+        assert len(self.fired) == fired + 1
+        return CRASHED
+
+    # One key: a crash between a put and a get of it is likely, and shrinks fast.
+    @rule(key=st.just("a"), value=st.integers(0, 2))
+    def put(self, key: str, value: int) -> None:
+        if self.attempt(KV.put, key, value) is not CRASHED:
+            self.model[key] = value
+
+    @rule(key=st.just("a"))
+    def get(self, key: str) -> None:
+        try:
+            got = self.attempt(KV.get, key)
+        except KeyMissing:
+            got = None
+        assert got is CRASHED or got == self.model.get(key)
+
+    @invariant()
+    def agrees(self) -> None:
+        self.get("a")
+
+
+class ForgetfulModel(KVUnderFaults):
+    """Forgets to forget: its model keeps the state a crash lost."""
+
+    faults = fault_schedules(["kv"], kinds=["crash"], max_faults=1, max_at=3)
+
+    def on_restart(self, record: RestartRecord) -> None:
+        pass
+
+
+def test_faults_from_a_schedule_strategy_reach_the_model() -> None:
+    run_state_machine_as_test(KVUnderFaults, settings=FAST)
+
+
+def test_a_model_that_ignores_restarts_fails_with_a_minimal_schedule() -> None:
+    with pytest.raises(AssertionError) as info:
+        run_state_machine_as_test(
+            ForgetfulModel,
+            settings=settings(FAST, max_examples=50, stateful_step_count=5, phases=NO_EXPLAIN),
+        )
+    # One crash fault, at the check after the put (message 3): the next get finds
+    # the key gone while the model still has it.
+    assert program(info.value) == [
+        "state = ForgetfulModel()",
+        "state.inject_faults(schedule=FaultSchedule((Fault('crash', 'kv', 3),)))",
+        "state.agrees()",
+        "state.put(key='a', value=0)",
+        "state.agrees()",
+        "state.get(key='a')",
+        "state.teardown()",
+    ]
+
+
+class SeededUnderFaults(KVRules):
+    faults = st.just(FaultSchedule((Fault("crash", "kv", 1),)))
+
+    @initialize()
+    def seed(self) -> None:
+        # The schedule was applied first: this is message 1, whatever order
+        # Hypothesis would pick the initialize rules in.
+        with pytest.raises(trioscope.ServiceCrashedError):
+            self.call(KV.put, "a", 0)
+
+
+def test_the_schedule_is_applied_before_any_other_initialize_rule() -> None:
+    run_state_machine_as_test(SeededUnderFaults, settings=FAST)

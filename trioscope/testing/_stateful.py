@@ -29,7 +29,7 @@
             assert self.call(Counter.incr, by) == self.model
 
         @rule()
-        def crash(self) -> None:
+        def crash_it(self) -> None:
             assert self.crash().action == "restarted"
             self.model = 0  # a fresh incarnation starts from zero
 
@@ -87,7 +87,7 @@ from .._supervisor import (
     open_supervisor,
 )
 from .._telemetry import Measurements, Metadata, attached
-from ._helpers import CrashOutcome, simulate_crash
+from ._helpers import CrashNotReachedError, CrashOutcome, simulate_crash
 from ._scope import TestScope, _add_note, open_test_scope
 
 if sys.version_info >= (3, 11):
@@ -737,6 +737,31 @@ class _Runner:
             self._log(f"-> {_brief(result.value)}")
         return result
 
+    async def crash(self, error: BaseException | None) -> CrashOutcome:
+        try:
+            return await simulate_crash(self.name, error)
+        except CrashNotReachedError:
+            if self.faults is None:
+                raise
+            from ._faults import InjectedFault
+
+            if not isinstance(self.last_exit, InjectedFault):
+                raise
+        # A crash fault fired at the crash's own message: the service crashed
+        # there all the same. What its supervisor did, once it has acted:
+        await trio.testing.wait_all_tasks_blocked()
+        machine = type(self.machine).__qualname__
+        assert self.supervisor is not None
+        info = {c.id: c for c in self.supervisor.which_children()}.get(self.spec.id)
+        if self.gave_up is not None:
+            return CrashOutcome("gave_up", machine, self.spec.id, None, None)
+        if info is None or info.status == "stopped":
+            return CrashOutcome("not_restarted", machine, self.spec.id, None, None)
+        if info.status == "backoff":
+            return CrashOutcome("backoff", machine, self.spec.id, None, info.restart_at)
+        ref = info.value if isinstance(info.value, ServiceRef) else None
+        return CrashOutcome("restarted", machine, self.spec.id, ref, None)
+
     def _log(self, what: str) -> None:
         self.trace.append(TraceEvent(trio.current_time(), max(self.incarnation, 0), what))
 
@@ -933,6 +958,7 @@ class ServiceStateMachine(RuleBasedStateMachine):
         if faults is None:
             if getattr(cls, "inject_faults", None) is not None:
                 cls.inject_faults = None  # the parent's rule no longer applies
+                cls._inject_faults_function = None
             return
         _check_strategy(f"{cls.__qualname__}.faults", faults)
 
@@ -941,8 +967,10 @@ class ServiceStateMachine(RuleBasedStateMachine):
 
         inject_faults.__qualname__ = f"{cls.__qualname__}.inject_faults"
         cls.inject_faults = initialize(schedule=faults)(inject_faults)
+        cls._inject_faults_function = inject_faults  # what Hypothesis's rule calls
 
     inject_faults: ClassVar[Callable[..., None] | None] = None
+    _inject_faults_function: ClassVar[Callable[..., None] | None] = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -976,7 +1004,7 @@ class ServiceStateMachine(RuleBasedStateMachine):
         # (Hypothesis's private list; without it the schedule starts where drawn.)
         self._held_initializers: list[Any] = []
         pending = getattr(self, "_initialize_rules_to_run", None)
-        inject = type(self).inject_faults
+        inject = type(self)._inject_faults_function
         if inject is None or not isinstance(pending, list):
             return
         mine = [r for r in pending if getattr(r, "function", None) is inject]
@@ -1109,9 +1137,19 @@ class ServiceStateMachine(RuleBasedStateMachine):
         raised *error* (default `SimulatedCrash`), and this returns once the real
         supervisor has acted (a restart is up, a backoff is decided, it gave up).
 
-        The restart also reaches `on_restart` / `take_restarts`.
+        The restart also reaches `on_restart` / `take_restarts`. Under `faults`,
+        the crash message is a message of the service like any other: if a crash
+        fault of the schedule fires at it, the service crashes with that fault
+        instead (`InjectedFault`, in `fired` and in the restart's record), and
+        this returns what the supervisor did all the same.
+
+        Raises:
+            What `simulate_crash` raises: `trioscope.ServiceUnavailableError`
+            when no incarnation runs (in backoff, or after the supervisor gave up),
+            `CrashNotReachedError`, `ServiceWaitTimeoutError` (a hang fault at
+            that message).
         """
-        return self._request("crash", simulate_crash, (self._name, error))  # type: ignore[no-any-return]
+        return self._request("crash", self._runner.crash, (error,))  # type: ignore[no-any-return]
 
     def jump(self, seconds: float) -> None:
         """Let *seconds* of Trio's clock pass: timers, timeouts and backoffs due

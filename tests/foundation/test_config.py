@@ -30,6 +30,8 @@ from trioscope.foundation._events import event_store_spec
 from trioscope.foundation._home import find_home
 from trioscope.foundation._settings import EventsSettings, at_least, converter, setting
 
+pytestmark = pytest.mark.trioscope_scope
+
 
 def exactly(message: str) -> str:
     return "^" + re.escape(message) + "$"
@@ -236,6 +238,7 @@ async def test_unknown_paths_name_the_nearest_ones() -> None:
         )
 
 
+@pytest.mark.no_trioscope_scope("checks what the clients do outside every registry scope")
 async def test_outside_a_scope_and_without_a_server(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -773,9 +776,16 @@ async def test_a_subscription_under_a_path_gets_its_changes_and_resets() -> None
                 pass  # pragma: no cover - never entered
 
 
-async def test_update_checkpoints_on_every_path(autojump_clock: trio.testing.MockClock) -> None:
+@pytest.mark.no_trioscope_scope("checks what the clients do outside every registry scope")
+async def test_update_and_subscribe_checkpoint_outside_every_scope() -> None:
     with checkpoints_even_when_raising(), pytest.raises(trioscope.NoRegistryError):
         await config.update("events.max_events", 1)
+    with checkpoints_even_when_raising(), pytest.raises(trioscope.NoRegistryError):
+        async with config.subscribe():
+            pass  # pragma: no cover - never entered
+
+
+async def test_update_checkpoints_on_every_path(autojump_clock: trio.testing.MockClock) -> None:
     async with trioscope.open_registry(isolated=True):
         with checkpoints_even_when_raising(), pytest.raises(trioscope.ServiceUnavailableError):
             await config.update("events.max_events", 1, timeout_s=0)
@@ -895,9 +905,6 @@ async def test_a_subscription_under_a_setting_gets_updates_of_its_sections() -> 
 async def test_subscribe_checkpoints_when_it_raises(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    with checkpoints_even_when_raising(), pytest.raises(trioscope.NoRegistryError):
-        async with config.subscribe():
-            pass  # pragma: no cover - never entered
     async with trioscope.open_registry(isolated=True):
         with checkpoints_even_when_raising(), pytest.raises(trioscope.ServiceUnavailableError):
             async with config.subscribe():

@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 import hypothesis
+import pytest
 import trio
 import trio.testing
 from hypothesis import given
@@ -25,6 +26,9 @@ from trioscope.foundation import (
     config,
 )
 from trioscope.foundation._settings import at_least, setting
+from trioscope.testing._scope import open_test_scope
+
+pytestmark = pytest.mark.trioscope_scope
 
 hypothesis.register_random(config.RETRY_RANDOM)
 
@@ -80,7 +84,7 @@ async def run_history(
     seen: list[tuple[str, Any]] = []  # ("change", ConfigChange) / ("snapshot", ConfigSnapshot)
     spec = config.config_spec(Pair, env={})
     async with (
-        trioscope.open_registry(isolated=True),
+        open_test_scope("linearizable-config"),
         trioscope.open_supervisor([spec], max_restarts=1000) as sup,
     ):
         loaded = config.snapshot(Pair).config

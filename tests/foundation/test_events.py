@@ -34,6 +34,8 @@ from trioscope.foundation._events import (
 from trioscope.foundation._memory import MemoryBackend
 from trioscope.foundation._settings import setting
 
+pytestmark = pytest.mark.trioscope_scope
+
 START_NS = 1_700_000_000_000_000_000
 
 
@@ -683,7 +685,7 @@ async def test_buffered_writes_wait_for_a_restarting_store_and_flush_in_order(
             ),
         ):
             events.store_nowait(Event("b4"))
-        await trio.sleep(1)
+        await trio.testing.wait_all_tasks_blocked()  # the new store waits in open()
         stats = events.buffer_statistics()
         assert (stats.buffered, stats.capacity, stats.flushed_total, stats.overflow_total) == (
             3,
@@ -956,6 +958,7 @@ async def test_sibling_isolated_scopes_each_have_their_own_store() -> None:
     }
 
 
+@pytest.mark.no_trioscope_scope("checks what the clients do outside every registry scope")
 async def test_outside_a_scope_and_without_a_store(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -992,6 +995,9 @@ async def test_outside_a_scope_and_without_a_store(
 # -- with SQLite -----------------------------------------------------------------------------------
 
 
+@pytest.mark.wall_clock(
+    "sqlite runs in a thread (trio.to_thread): Trio's clock must not jump meanwhile"
+)
 async def test_a_sqlite_store_reloads_its_events_and_ids_on_restart(tmp_path: Path) -> None:
     from trioscope.foundation._sqlite import SQLiteBackend
 
@@ -1062,6 +1068,9 @@ async def test_a_backend_factory_makes_one_per_home_and_an_instance_is_kept(
         ),
     ],
 )
+@pytest.mark.wall_clock(
+    "sqlite runs in a thread (trio.to_thread): Trio's clock must not jump meanwhile"
+)
 async def test_strings_not_encodable_as_utf8_are_rejected_up_front(
     tmp_path: Path, event: Event, reason: str
 ) -> None:
@@ -1098,7 +1107,7 @@ async def test_a_buffered_batch_whose_commit_crashes_the_store_is_never_sent_aga
         backend.fail_appends = 1  # the group commit crashes the store
         events.store_nowait(Event("a"))
         events.store_nowait(Event("b"))
-        await trio.sleep(1)
+        await trio.testing.wait_all_tasks_blocked()  # flushed, crashed, restarted
         client = events.buffer_statistics()
         assert (client.buffered, client.flushed_total, client.unconfirmed_total) == (0, 0, 2)
         assert backend.appends == []  # not sent again to the next incarnation
@@ -1244,13 +1253,16 @@ async def test_a_config_update_to_an_age_limit_beyond_the_wall_clock_is_applied(
     async with running(config.config_spec(env={}), event_store_spec()):
         await events.store(Event("a"))
         await config.update("events.max_age_s", max_age_s)
-        await trio.sleep(1)
+        await trio.testing.wait_all_tasks_blocked()  # the store follows config changes
         await events.store(Event("b"))
         stats = await events.stats()
         assert (stats.restarts, stats.settings.max_age_s, stats.pruned_total) == (0, max_age_s, 0)
         assert [e.type for e in await events.query()] == ["a", "config.updated", "b"]
 
 
+@pytest.mark.wall_clock(
+    "sqlite runs in a thread (trio.to_thread): Trio's clock must not jump meanwhile"
+)
 async def test_a_stopping_home_leaves_the_backend_of_a_running_store_open(
     tmp_path: Path,
 ) -> None:

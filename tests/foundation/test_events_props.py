@@ -16,6 +16,9 @@ from trioscope.foundation import EventRejected, events
 from trioscope.foundation._event import Event
 from trioscope.foundation._events import _Indexes, _select, event_store_spec
 from trioscope.foundation._memory import MemoryBackend
+from trioscope.testing._scope import open_test_scope
+
+pytestmark = pytest.mark.trioscope_scope
 
 TYPES = ("a", "b", "c")
 CIDS = (None, "r1", "r2", "r3")
@@ -181,7 +184,7 @@ def test_the_store_matches_a_model_of_atomic_batches_and_retention(
         )
         crashes = 0
         async with (
-            trioscope.open_registry(isolated=True),
+            open_test_scope("events-model"),
             trioscope.open_supervisor([spec]),
             events.subscribe(buffer=1_000) as sub,
         ):

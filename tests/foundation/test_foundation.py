@@ -23,6 +23,8 @@ from trioscope.foundation import (
     telemetry,
 )
 
+pytestmark = pytest.mark.trioscope_scope
+
 SCOPES = 50
 
 
@@ -124,11 +126,14 @@ async def test_custom_specs_are_used_as_given(autojump_clock: trio.testing.MockC
         assert (await events.stats()).settings.max_events == 7
 
 
+@pytest.mark.no_trioscope_scope("checks what the clients do outside every registry scope")
 async def test_outside_a_registry_the_clients_say_how_to_open_one() -> None:
     with pytest.raises(trioscope.NoRegistryError):
         config.get("events.max_events")
     with pytest.raises(trioscope.NoRegistryError):
         await events.store(Event("nowhere"))
+    with pytest.raises(trioscope.NoRegistryError):
+        await health()
 
 
 async def test_one_mapping_configures_the_whole_foundation(
@@ -179,5 +184,3 @@ async def test_health_reports_all_three_and_the_worst_status(
             "error": "no service 'telemetry' is running in this scope"
         }
         assert summary.services["events"].status == "healthy"
-    with pytest.raises(trioscope.NoRegistryError):
-        await health()

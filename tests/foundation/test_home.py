@@ -9,6 +9,8 @@ import trio.testing
 import trioscope
 from trioscope.foundation._home import Home, find_home, home_spec
 
+pytestmark = pytest.mark.trioscope_scope
+
 
 class CounterHome(Home):
     name = "counter.home"
@@ -34,20 +36,22 @@ async def test_a_home_is_registered_while_it_runs_and_closed_when_it_stops() -> 
 async def test_a_failing_home_task_crashes_the_home_and_it_is_restarted(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    go = trio.Event()
+
     async def fail() -> None:
-        await trio.sleep(1)
+        await go.wait()
         raise RuntimeError("home task failed")
 
     async with (
-        trioscope.open_registry(isolated=True),
+        trioscope.open_registry(isolated=True) as registry,
         trioscope.open_supervisor([home_spec(CounterHome, id="home")]) as sup,
     ):
         first = find_home("counter.home", CounterHome)
         assert first is not None
         first.start_soon(fail)
-        await trio.sleep(2)
-        second = find_home("counter.home", CounterHome)
-        assert second is not None
+        go.set()
+        second = await registry.wait_for("counter.home", after=first)
+        assert second is find_home("counter.home", CounterHome)
         assert second is not first
         assert first.closed
         assert sup.which_children()[0].restarts == 1

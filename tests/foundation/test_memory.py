@@ -9,6 +9,8 @@ import pytest
 from trioscope.foundation._event import Event, Recovered
 from trioscope.foundation._memory import MemoryBackend
 
+pytestmark = pytest.mark.trioscope_scope
+
 
 def stored(*ids: int) -> list[Event]:
     return [Event("t", {"n": i}, id=i, wall_ns=100 + i) for i in ids]

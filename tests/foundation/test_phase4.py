@@ -57,6 +57,8 @@ from trioscope.foundation._telemetry import DEFAULT_METRICS, MetricsSnapshot
 from trioscope.testing._helpers import simulate_crash, wait_for_restart, wait_for_service
 from trioscope.testing._scope import open_test_scope
 
+pytestmark = pytest.mark.trioscope_scope
+
 hypothesis.register_random(config.RETRY_RANDOM)
 
 POISON: Final = -1

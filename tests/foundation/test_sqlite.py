@@ -16,6 +16,8 @@ from _guards import checkpoints_even_when_raising
 from trioscope.foundation import Event, Recovered
 from trioscope.foundation._sqlite import IncompatibleDatabaseError, SQLiteBackend
 
+pytestmark = pytest.mark.trioscope_scope
+
 
 def ev(i: int, **data: object) -> Event:
     """Event *i* as a store would pass it: id and timestamps assigned."""

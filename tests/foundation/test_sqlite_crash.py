@@ -41,6 +41,8 @@ from trioscope.foundation._events import (
 from trioscope.foundation._home import home_spec
 from trioscope.foundation._sqlite import SQLiteBackend
 
+pytestmark = pytest.mark.trioscope_scope
+
 WRITER = Path(__file__).with_name("_sqlite_writer.py")
 RUN_TIMEOUT_S: Final = 60.0  # a guard against a hung subprocess, never reached when all is well
 
@@ -95,6 +97,7 @@ async def stream_and_kill(mode: str, db: Path, acks_before_kill: int) -> list[li
     return [[int(field) for field in line.split()[1:]] for line in lines]
 
 
+@pytest.mark.wall_clock("a subprocess: its start and output take real time")
 async def test_process_killed_mid_stream_keeps_the_acknowledged_prefix(tmp_path: Path) -> None:
     db = tmp_path / "events.db"
     stored_before = 0
@@ -144,6 +147,7 @@ def check_writers(acks: list[list[int]], events: tuple[Event, ...], writers: int
         ), f"writer {w}"
 
 
+@pytest.mark.wall_clock("a subprocess: its start and output take real time")
 async def test_process_running_an_event_store_killed_mid_stream(tmp_path: Path) -> None:
     db = tmp_path / "events.db"
     acks = await stream_and_kill("store", db, acks_before_kill=80)
@@ -237,6 +241,7 @@ class CrashAfterCommit:
         return self.inner.describe()
 
 
+@pytest.mark.wall_clock("a subprocess: its start and output take real time")
 @pytest.mark.parametrize("how", ["killed", "crashed after commit"])
 async def test_event_store_killed_mid_stream_keeps_every_acknowledged_event(
     tmp_path: Path, how: str

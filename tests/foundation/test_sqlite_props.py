@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 from trioscope.foundation import Event, Recovered
 from trioscope.foundation._sqlite import SQLiteBackend
 
+pytestmark = pytest.mark.trioscope_scope
+
 
 @dataclass(frozen=True)
 class Append:

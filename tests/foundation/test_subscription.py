@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from trioscope.foundation import SubscriptionOverflowError
 from trioscope.foundation._subscription import Hub
 
+pytestmark = pytest.mark.trioscope_scope
+
 
 async def test_items_arrive_in_order_to_every_subscriber() -> None:
     hub: Hub[int] = Hub(what="numbers")

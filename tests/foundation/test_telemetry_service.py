@@ -30,6 +30,8 @@ from trioscope.foundation import _telemetry as telemetry_module
 from trioscope.foundation._events import event_store_spec
 from trioscope.foundation._home import find_home
 
+pytestmark = pytest.mark.trioscope_scope
+
 
 def exactly(message: str) -> str:
     return "^" + re.escape(message) + "$"
@@ -533,6 +535,7 @@ async def test_a_nested_scope_reports_to_the_enclosing_telemetry(
         assert value(await telemetry.snapshot(), "app.job.stop.count", queue="inner") == 1
 
 
+@pytest.mark.no_trioscope_scope("checks what the clients do outside every registry scope")
 async def test_clients_need_a_service_in_scope() -> None:
     with pytest.raises(trioscope.NoRegistryError):
         await telemetry.snapshot()

@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 import hypothesis
+import pytest
 import trio
 import trio.testing
 from hypothesis import given
@@ -17,6 +18,9 @@ import trioscope
 from trioscope import telemetry as core
 from trioscope.foundation import telemetry
 from trioscope.foundation._telemetry import LogSketch
+from trioscope.testing._scope import open_test_scope
+
+pytestmark = pytest.mark.trioscope_scope
 
 ALPHA = telemetry.SKETCH_ALPHA
 WINDOW_S = 10.0
@@ -111,7 +115,7 @@ async def emit_then_snapshot(
     """Run *script* in an isolated scope; return the snapshot and each event's time."""
     timed = []
     async with (
-        trioscope.open_registry(isolated=True),
+        open_test_scope("telemetry-script"),
         trioscope.open_supervisor([telemetry.telemetry_spec(METRICS, window_s=WINDOW_S)]),
     ):
         for step in script:
@@ -186,7 +190,7 @@ async def concurrent(
             await trio.lowlevel.checkpoint()
 
     async with (
-        trioscope.open_registry(isolated=True),
+        open_test_scope("telemetry-emitters"),
         trioscope.open_supervisor([telemetry.telemetry_spec(METRICS, buffer_size=buffer_size)]),
     ):
         async with trio.open_nursery() as nursery:
@@ -222,7 +226,7 @@ async def siblings(plans: list[list[int]]) -> list[dict[str, Any]]:
 
     async def scope(i: int, plan: list[int], started: trio.Event, go: trio.Event) -> None:
         async with (
-            trioscope.open_registry(isolated=True),
+            open_test_scope(f"sibling-{i}"),
             trioscope.open_supervisor([telemetry.telemetry_spec(METRICS)]),
         ):
             started.set()

@@ -38,6 +38,8 @@ from trioscope.foundation import _telemetry as telemetry_module
 from trioscope.foundation import config, telemetry
 from trioscope.foundation._home import find_home
 
+pytestmark = pytest.mark.trioscope_scope
+
 APP: core.EventName = ("app", "job", "stop")
 
 

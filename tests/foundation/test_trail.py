@@ -14,6 +14,8 @@ from trioscope import telemetry
 from trioscope.foundation import Event, MemoryBackend, event_store_spec, events, open_foundation
 from trioscope.foundation._trail import CHAIN_LIMIT, TRAIL_HANDLER_ID, exception_chain
 
+pytestmark = pytest.mark.trioscope_scope
+
 
 class Back(trioscope.Service):
     async def crash(self, order: int) -> None:

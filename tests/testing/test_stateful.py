@@ -18,6 +18,7 @@ from hypothesis.stateful import initialize, invariant, rule, run_state_machine_a
 
 import trioscope
 from trioscope._exits import describe
+from trioscope.foundation import Event, events
 from trioscope.testing._faults import (
     Fault,
     FaultSchedule,
@@ -384,6 +385,55 @@ def test_an_operation_that_never_ends_times_out_on_the_trio_clock() -> None:
         )
         assert m.now == 60.0
         assert m.call(KV.size) == 0  # the example goes on
+
+
+class Patient(KVRules):
+    operation_timeout = math.inf
+
+
+class _InterruptedOnce:
+    """A reply queue whose first wait is interrupted, as Ctrl-C would interrupt it."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.interrupted = False
+
+    def put(self, item: object) -> None:
+        self.real.put(item)
+
+    def get(self) -> object:
+        if not self.interrupted:
+            self.interrupted = True
+            raise KeyboardInterrupt
+        return self.real.get()
+
+
+def test_teardown_after_an_interrupted_rule_cancels_its_operation() -> None:
+    m = Patient()
+    m._runner.replies = _InterruptedOnce(m._runner.replies)
+    with pytest.raises(KeyboardInterrupt):
+        m.run(trio.sleep_forever)  # never ends, and no timeout
+    m.teardown()  # cancels it, stops the service, ends the run: no hang
+    assert not m._runner.thread.is_alive()
+    assert [event.what for event in m.trace][-2:] == [
+        "run sleep_forever()",
+        "raised RuntimeError: run sleep_forever() was interrupted",
+    ]
+
+
+class WithFoundation(KVRules):
+    foundation = True
+
+
+def test_the_whole_foundation_can_run_in_the_example_scope() -> None:
+    with running(WithFoundation) as m:
+
+        async def store_and_count() -> int:
+            await events.store(Event("kv.seen", {"key": "a"}))
+            return len(await events.query(type="kv.seen"))
+
+        assert m.run(store_and_count) == 1
+        assert m.scope.foundation.which_children()[0].status == "running"
 
 
 class Unstartable(trioscope.Service):

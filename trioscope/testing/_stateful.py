@@ -55,6 +55,7 @@ import it).
 
 from __future__ import annotations
 
+import inspect
 import math
 import queue
 import random
@@ -62,7 +63,7 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, final, overload
+from typing import Any, ClassVar, Final, TypeVar, final, overload
 
 import attrs
 import outcome
@@ -87,6 +88,7 @@ from .._supervisor import (
     open_supervisor,
 )
 from .._telemetry import Measurements, Metadata, attached
+from ._faults import FaultRun, FaultSchedule, FiredFault, InjectedFault
 from ._helpers import CrashNotReachedError, CrashOutcome, simulate_crash
 from ._scope import TestScope, _add_note, open_test_scope
 
@@ -97,8 +99,6 @@ else:  # pragma: no cover
 
     from typing_extensions import ParamSpec
 
-if TYPE_CHECKING:
-    from ._faults import FaultRun, FaultSchedule
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -300,8 +300,6 @@ def operations(
 def _check_binds(
     where: str, fn: Callable[..., object], args: tuple[object, ...], kwargs: Mapping[str, object]
 ) -> None:
-    import inspect
-
     try:
         inspect.signature(fn).bind(None, *args, **kwargs)
     except TypeError as exc:
@@ -488,7 +486,7 @@ class OperationTimeoutError(TrioscopeError, trio.TooSlowError):
 
 @final
 class _Request:
-    __slots__ = ("args", "fn", "kwargs", "timeout_s", "what")
+    __slots__ = ("args", "cancelled", "fn", "kwargs", "timeout_s", "what")
 
     def __init__(
         self,
@@ -503,6 +501,7 @@ class _Request:
         self.args = args
         self.kwargs = kwargs or {}
         self.timeout_s = timeout_s
+        self.cancelled = False  # set (in the Trio thread) to cancel it, run or not yet
 
 
 _CLOSE: Final = _Request("close", None)
@@ -549,6 +548,7 @@ class _Runner:
         self.faults: FaultRun | None = None
         self.fired_seen = 0
         self.op_scope: trio.CancelScope | None = None
+        self.in_flight_request: _Request | None = None
         self.trace: list[TraceEvent] = []
         self.restarts: list[RestartRecord] = []
         self.incarnation = -1
@@ -580,6 +580,7 @@ class _Runner:
         assert self.token is not None
         assert self.send is not None
         self.in_flight = True
+        self.in_flight_request = request
         try:
             self.token.run_sync_soon(self.send.send_nowait, request)
         except trio.RunFinishedError:
@@ -595,30 +596,35 @@ class _Runner:
 
     def close(self) -> BaseException | None:
         """End the Trio run (stop the service, close the scope); its error, if any."""
-        if self.ended is None and self.token is not None and self.send is not None:
-            try:
-                if self.in_flight:
-                    # A rule was interrupted while waiting (KeyboardInterrupt):
-                    # cancel its operation, and take its reply.
-                    self.token.run_sync_soon(self._cancel_operation)
-                    if isinstance(self.replies.get(), _Ended):
-                        self.ended = _Ended(None)
-                if self.ended is None:
-                    self.token.run_sync_soon(self.send.send_nowait, _CLOSE)
-            except trio.RunFinishedError:
-                pass
-        if self.ended is None or self.thread.is_alive():
-            while True:
+        ended = self.ended
+        if ended is not None:
+            return ended.error
+        assert self.token is not None  # set before the start's reply
+        assert self.send is not None
+        try:
+            if self.in_flight:
+                # A rule was interrupted while it waited (KeyboardInterrupt): cancel
+                # its operation and take its reply, which may be the run's end.
+                assert self.in_flight_request is not None
+                self.token.run_sync_soon(self._cancel_operation, self.in_flight_request)
                 item = self.replies.get()
+                self.in_flight = False
                 if isinstance(item, _Ended):
-                    self._finish(item)
-                    break
-        assert self.ended is not None
-        return self.ended.error
+                    ended = self._finish(item)
+            if ended is None:
+                self.token.run_sync_soon(self.send.send_nowait, _CLOSE)
+        except trio.RunFinishedError:
+            pass  # its end is on its way to the queue
+        while ended is None:
+            item = self.replies.get()
+            if isinstance(item, _Ended):
+                ended = self._finish(item)
+        return ended.error
 
-    def _finish(self, ended: _Ended) -> None:
+    def _finish(self, ended: _Ended) -> _Ended:
         self.ended = ended
         self.thread.join()
+        return ended
 
     # -- the Trio thread --
 
@@ -630,7 +636,10 @@ class _Runner:
         else:
             self.replies.put(_Ended(None))
 
-    def _cancel_operation(self) -> None:
+    def _cancel_operation(self, request: _Request) -> None:
+        # Sticky: the request may not have started yet (its send and this
+        # cancel can run in one batch of callbacks, before the driver does).
+        request.cancelled = True
         if self.op_scope is not None:
             self.op_scope.cancel()
 
@@ -707,6 +716,8 @@ class _Runner:
         try:
             with trio.move_on_after(request.timeout_s) as cancel_scope:
                 self.op_scope = cancel_scope
+                if request.cancelled:
+                    cancel_scope.cancel()
                 try:
                     result: outcome.Outcome[object] = outcome.Value(
                         await request.fn(*request.args, **request.kwargs)
@@ -741,11 +752,7 @@ class _Runner:
         try:
             return await simulate_crash(self.name, error)
         except CrashNotReachedError:
-            if self.faults is None:
-                raise
-            from ._faults import InjectedFault
-
-            if not isinstance(self.last_exit, InjectedFault):
+            if self.faults is None or not isinstance(self.last_exit, InjectedFault):
                 raise
         # A crash fault fired at the crash's own message: the service crashed
         # there all the same. What its supervisor did, once it has acted:
@@ -1013,9 +1020,8 @@ class ServiceStateMachine(RuleBasedStateMachine):
             pending[:] = mine
 
     def _inject_faults(self, schedule: FaultSchedule) -> None:
-        from ._faults import FaultSchedule
-
-        if not isinstance(schedule, FaultSchedule):
+        checked: object = schedule
+        if not isinstance(checked, FaultSchedule):
             raise TypeError(
                 f"{type(self).__qualname__}.faults must draw FaultSchedule values, got {schedule!r}"
             )
@@ -1227,7 +1233,7 @@ class ServiceStateMachine(RuleBasedStateMachine):
         return self._runner.gave_up
 
     @property
-    def fired(self) -> tuple[Any, ...]:
+    def fired(self) -> tuple[FiredFault, ...]:
         """The faults of the schedule that fired so far (`FiredFault` values); ``()``
         without `faults`."""
         return self._runner.faults.fired if self._runner.faults is not None else ()

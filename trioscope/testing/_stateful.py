@@ -49,8 +49,7 @@ strategies of `Operation` values (one handler call each), `apply_operations`
 runs them in order, and `check_against_model` compares each outcome with what
 a plain-Python model of the service returns or raises.
 
-Needs Hypothesis (a test dependency; ``import trioscope.testing`` does not
-import it).
+Needs Hypothesis (a test dependency), which this module imports.
 """
 
 from __future__ import annotations
@@ -1275,8 +1274,8 @@ class ServiceStateMachine(RuleBasedStateMachine):
         propagating = sys.exc_info()[1]
         failing = propagating is not None and propagating is not self._outer
         error = self._runner.close()
-        if error is None:
-            return
+        if error is None or error is propagating:
+            return  # (a rule got the run's end as its own error already)
         if failing:
             if isinstance(propagating, Exception):
                 _add_note(propagating, f"when the example's scope closed: {describe(error)}")

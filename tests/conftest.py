@@ -1,4 +1,10 @@
-"""The suite's own rules: every Trio test runs on a MockClock unless it says why not.
+"""The suite's own rules: every Trio test runs in a trioscope scope and on a MockClock,
+unless it says why not.
+
+Every Trio test of this suite runs in its own isolated, leak-checked trioscope
+scope (the plugin's ``trioscope_scope`` marker or fixture), or says why it must
+not with ``@pytest.mark.no_trioscope_scope(reason)``: a test in neither fails
+the collection, naming it.
 
 Every Trio test of this suite runs under ``trio.testing.MockClock(autojump_threshold=0)``
 by default, a fresh one per test (per example under Hypothesis): a sleep or a
@@ -9,6 +15,9 @@ fixture whose value is a `trio.abc.Clock`) runs on that one instead. A test
 that really needs Trio's system clock (threads or processes doing real I/O,
 where an autojump clock would jump to a timeout while the thread works) says
 so and why: ``@pytest.mark.wall_clock("sqlite runs in a thread")``.
+A test (not marked so) whose tasks all wait for something that never comes
+fails at once, saying it deadlocked, instead of spinning forever on the
+autojump clock (`DEADLOCK_AFTER_S`).
 
 How: pytest-trio runs a test on the clock among the test's own arguments (the
 fixtures it names; an autouse fixture is not among them). So the test function
@@ -19,6 +28,7 @@ the body runs, and pytest-trio's runner is wrapped to pass it.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Final
 
@@ -28,6 +38,7 @@ import trio
 import trio.testing
 
 import trioscope._supervisor
+from trioscope.testing._plugin import MARKER, NO_MARKER, _closest_scope_marker
 
 # Backoff jitter draws from this source; registering it lets Hypothesis seed it
 # and replay failures exactly.
@@ -98,23 +109,74 @@ need Trio's system clock, until their owners mark them ``wall_clock`` themselves
 (then the entry goes): each one does real I/O, or checks the system clock itself."""
 
 
+_SCOPES_PENDING: Final = ("tests/foundation/", "tests/testing/")
+"""Folders whose Trio tests are not yet all required to run in a trioscope scope, until
+their owners have put them in one (or opted them out); then the entry goes."""
+
+
+def _is_async(item: pytest.Function) -> bool:
+    hypothesis = getattr(item.obj, "hypothesis", None)
+    body = hypothesis.inner_test if hypothesis is not None else item.obj
+    return inspect.iscoroutinefunction(inspect.unwrap(body))
+
+
+def _in_a_scope(item: pytest.Function) -> bool:
+    """Whether the test runs in a trioscope scope, or says why it does not."""
+    if {MARKER, "foundation"} & set(item.fixturenames):
+        return True
+    return _closest_scope_marker(item) is not None or item.get_closest_marker(NO_MARKER) is not None
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    unscoped: list[str] = []
     for item in items:
         pending = _WALL_CLOCK_PENDING.get(item.nodeid.split("[", 1)[0])
         if pending is not None and item.get_closest_marker(WALL_CLOCK) is None:
             item.add_marker(pytest.mark.wall_clock(pending))
         _wall_clock_reason(item)
+        if (
+            isinstance(item, pytest.Function)
+            and not item.nodeid.startswith(_SCOPES_PENDING)
+            and _is_async(item)
+            and not _in_a_scope(item)
+        ):
+            unscoped.append(item.nodeid)
+    if unscoped:
+        listed = "".join(f"\n  {nodeid}" for nodeid in unscoped)
+        raise pytest.UsageError(
+            f"{len(unscoped)} Trio {'test runs' if len(unscoped) == 1 else 'tests run'} in no "
+            f"trioscope scope: put `pytestmark = pytest.mark.{MARKER}` in the module (or "
+            f"request the {MARKER} fixture), or say why not with "
+            f"@pytest.mark.{NO_MARKER}(reason):{listed}"
+        )
 
 
 def _on_default_clock(item: pytest.Item) -> bool:
     return item.get_closest_marker("trio") is not None and _wall_clock_reason(item) is None
 
 
+DEADLOCK_AFTER_S: Final = 1e9
+"""Seconds of Trio's clock after which a test (not marked `WALL_CLOCK`) fails as deadlocked.
+
+On ``MockClock(autojump_threshold=0)`` a test whose tasks all wait for something
+that never comes would spin forever (the clock has no deadline to jump to);
+with this one it jumps here at once and fails, saying so. Far beyond any
+timeout a test sets (31 years)."""
+
+
 def _dropping_clock(fn: Callable[..., Awaitable[object]]) -> Callable[..., Awaitable[object]]:
     @functools.wraps(fn)
     async def test(*args: object, **kwargs: object) -> object:
         kwargs.pop(_CLOCK_ARG, None)
-        return await fn(*args, **kwargs)
+        with trio.move_on_after(DEADLOCK_AFTER_S) as guard:
+            return await fn(*args, **kwargs)
+        assert guard.cancelled_caught
+        pytest.fail(
+            f"deadlocked: the test still ran after {DEADLOCK_AFTER_S:g} s of Trio's clock "
+            f"(now {trio.current_time():g}): every task waited for something that never "
+            "came, and the clock jumped to this guard's deadline",
+            pytrace=False,
+        )
 
     return test
 

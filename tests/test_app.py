@@ -18,6 +18,8 @@ from trio.testing import wait_all_tasks_blocked
 import trioscope
 from trioscope import ChildSpec, Restart
 
+pytestmark = pytest.mark.trioscope_scope
+
 
 class Recorded:
     """A plain child that records its start (with the registry it sees) and its stop."""

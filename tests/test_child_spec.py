@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 import trioscope
 from trioscope import Backoff, ChildSpec, Restart
 
+pytestmark = pytest.mark.trioscope_scope
+
 
 async def _noop(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     task_status.started()

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from trioscope._mailbox import _Mailbox
 
+pytestmark = pytest.mark.trioscope_scope
+
 
 async def test_fifo_and_bounded() -> None:
     box: _Mailbox[int] = _Mailbox(2)
@@ -320,4 +322,4 @@ def test_withdraw_with_waiting_senders_matches_a_model(
             assert _drain(box.receive_nowait) == queue + [value for _, value in waiting]
             nursery.cancel_scope.cancel()
 
-    trio.run(main)
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

@@ -15,6 +15,8 @@ import trio.testing
 import trioscope
 from trioscope import Down, Monitor, NoRegistryError, ServiceRef
 
+pytestmark = pytest.mark.trioscope_scope
+
 
 class Fatal(BaseException):
     """Neither an `Exception` nor an interrupt, like pytest's ``Failed``."""
@@ -201,6 +203,7 @@ async def test_monitor_an_unnamed_service_outside_any_registry() -> None:
         assert result == Down(name=None, incarnation=ref.incarnation, reason="killed")
 
 
+@pytest.mark.no_trioscope_scope("checks NoRegistryError outside every registry scope")
 async def test_monitor_by_name_needs_a_registry() -> None:
     with pytest.raises(
         NoRegistryError,

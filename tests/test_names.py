@@ -18,6 +18,8 @@ from trioscope import NoRegistryError, Registry, ServiceRef, ServiceUnavailableE
 from trioscope._errors import _NotRunError
 from trioscope._registry import RECENT_NAMES_KEPT
 
+pytestmark = pytest.mark.trioscope_scope
+
 
 def exactly(message: str) -> str:
     return "^" + re.escape(message) + "$"
@@ -418,6 +420,9 @@ async def test_wait_for_service_honours_cancel_scopes_and_checks_the_class(
             await trioscope.wait_for_service("s", Slow)
 
 
+@pytest.mark.no_trioscope_scope(
+    "checks NoRegistryError outside every registry scope (then in a closing one)"
+)
 async def test_wait_for_service_outside_or_after_its_registry(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

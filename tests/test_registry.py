@@ -12,6 +12,8 @@ from _guards import checkpoints_even_when_raising
 import trioscope
 from trioscope import AlreadyRegisteredError, NoRegistryError, Registry
 
+pytestmark = pytest.mark.trioscope_scope
+
 HOW_TO_OPEN = (
     "needs a registry, and none is open around the current task: wrap the code in "
     "`async with trioscope.open_registry():` (or run it under `trioscope.run(...)`, "
@@ -36,6 +38,7 @@ def closed_registry(what: str, namespace: str) -> str:
 # -- the scope and current_registry() ---------------------------------------
 
 
+@pytest.mark.no_trioscope_scope("checks NoRegistryError outside every registry scope")
 async def test_current_registry_outside_every_scope_says_how_to_open_one() -> None:
     with pytest.raises(NoRegistryError, match=no_registry("current_registry()")) as info:
         trioscope.current_registry()
@@ -43,6 +46,7 @@ async def test_current_registry_outside_every_scope_says_how_to_open_one() -> No
     assert isinstance(info.value, LookupError)
 
 
+@pytest.mark.no_trioscope_scope("checks a root registry (no parent), and none after its block")
 async def test_open_registry_is_current_exactly_for_its_block() -> None:
     async with trioscope.open_registry(namespace="app") as reg:
         assert isinstance(reg, Registry)
@@ -60,6 +64,7 @@ async def test_open_registry_defaults() -> None:
         assert reg.isolated is False
 
 
+@pytest.mark.no_trioscope_scope("checks NoRegistryError after a root registry's block raised")
 async def test_the_block_is_left_cleanly_when_its_body_raises() -> None:
     opened: list[Registry] = []
 
@@ -106,6 +111,7 @@ async def test_every_task_started_inside_the_block_sees_it_at_any_depth() -> Non
     assert seen == [reg] * 4
 
 
+@pytest.mark.no_trioscope_scope("checks that a task outside a root registry's block sees none")
 async def test_tasks_outside_the_block_do_not_see_it() -> None:
     opened = trio.Event()
     checked = trio.Event()

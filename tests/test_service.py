@@ -46,6 +46,8 @@ from trioscope import (
 )
 from trioscope._child_spec import _ChildHandle, _Startable
 
+pytestmark = pytest.mark.trioscope_scope
+
 HOW_TO_OPEN = (
     "needs a registry, and none is open around the current task: wrap the code in "
     "`async with trioscope.open_registry():` (or run it under `trioscope.run(...)`, "
@@ -544,6 +546,9 @@ def test_lifecycle_hooks_must_be_async() -> None:
                 pass  # pragma: no cover
 
 
+@pytest.mark.no_trioscope_scope(
+    "checks that a named service needs a registry, and an unnamed one runs outside every one"
+)
 async def test_a_named_service_needs_a_registry_and_an_unnamed_one_does_not() -> None:
     async with trio.open_nursery() as nursery:
         with pytest.raises(NoRegistryError, match=exactly(f"starting service 'c' {HOW_TO_OPEN}")):
@@ -628,6 +633,7 @@ async def test_a_function_that_is_not_a_handler_is_refused_before_anything_is_se
 # -- whereis and ServiceRef ---------------------------------------------------------
 
 
+@pytest.mark.no_trioscope_scope("checks NoRegistryError outside every registry scope")
 async def test_whereis_outside_every_registry() -> None:
     with pytest.raises(NoRegistryError, match=exactly(f"whereis('c') {HOW_TO_OPEN}")):
         trioscope.whereis("c")
@@ -740,6 +746,7 @@ async def test_call_and_cast_by_name() -> None:
         assert await trioscope.call("c", Counter.get) == 5
 
 
+@pytest.mark.no_trioscope_scope("checks NoRegistryError outside every registry scope")
 async def test_calls_by_name_outside_every_registry() -> None:
     with (
         checkpoints_even_when_raising(),
@@ -2080,6 +2087,10 @@ class KVMachine(RuleBasedStateMachine):
         self._trio(self.host.kill, self.ref)
 
 
+@pytest.mark.wall_clock(
+    "Hypothesis's state machine runs in a worker thread (trio.to_thread) and calls in: "
+    "Trio's clock must not jump while it computes"
+)
 async def test_kv_service_matches_a_dict_model() -> None:
     async with running() as host:
         KVMachine.host = host

@@ -24,6 +24,9 @@ from trioscope import (
     ServiceRef,
     ServiceUnavailableError,
 )
+from trioscope.testing import wait_for_restart
+
+pytestmark = pytest.mark.trioscope_scope
 
 # -- 2. a caller's wrong arguments -------------------------------------------------
 
@@ -248,11 +251,16 @@ async def test_restart_types_apply_to_a_self_stop(
         assert first is not None
         first._core.service.gate.set()  # type: ignore[attr-defined]
         assert await first.call(Quitter.quit, reason) == "bye"
-        await trio.sleep(1)
-        second = trioscope.whereis("q", Quitter)
-        assert (second is not None) is restarted
-        assert second != first
-        assert [c.restarts for c in sup.which_children()] == ([1] if restarted else [0])
+        if restarted:
+            second = await wait_for_restart("q", after=first)
+            assert second.incarnation != first.incarnation
+            await trio.testing.wait_all_tasks_blocked()  # registered in init, then started
+            assert [(c.status, c.restarts) for c in sup.which_children()] == [("running", 1)]
+            assert trioscope.whereis("q") is second
+        else:
+            await trio.testing.wait_all_tasks_blocked()  # the supervisor has handled the exit
+            assert trioscope.whereis("q") is None
+            assert [(c.status, c.restarts) for c in sup.which_children()] == [("stopped", 0)]
 
 
 def test_stop_outside_a_running_service_is_an_error() -> None:

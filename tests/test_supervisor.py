@@ -36,6 +36,8 @@ from trioscope import (
     supervisor_spec,
 )
 
+pytestmark = pytest.mark.trioscope_scope
+
 
 class Svc(trioscope.Service):
     """A service that records its lifecycle in *events*."""

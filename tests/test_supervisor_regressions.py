@@ -62,6 +62,9 @@ from trioscope import (
     open_supervisor,
     supervisor_spec,
 )
+from trioscope.testing import TestScope
+
+pytestmark = pytest.mark.trioscope_scope
 
 
 class Fatal(BaseException):
@@ -74,9 +77,9 @@ def now() -> str:
 
 
 @pytest.fixture
-async def registry() -> AsyncIterator[trioscope.Registry]:
-    async with trioscope.open_registry(namespace="test", isolated=True) as reg:
-        yield reg
+def registry(trioscope_scope: TestScope) -> trioscope.Registry:
+    """The test scope's registry (requesting the scope, the test runs in it)."""
+    return trioscope_scope.registry
 
 
 async def _call(fn: Callable[..., Any], *args: Any) -> object:
@@ -1132,7 +1135,7 @@ async def test_start_child_from_a_nested_scope_registers_in_the_supervisors_scop
         await wait_all_tasks_blocked()
         assert sup.which_children()[0].restarts == 1
         assert (registry.names(), inner.names()) == (["s"], [])
-    assert events == ["init in test", "init in test"]
+    assert events == [f"init in {registry.namespace}"] * 2
 
 
 # == 13. Every waiting public call is a checkpoint (the supervisor half) ===============

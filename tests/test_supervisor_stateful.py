@@ -113,6 +113,7 @@ from hypothesis import strategies as st
 
 import trioscope
 from trioscope import Backoff, ChildSpec, Restart, Strategy
+from trioscope.testing import open_test_scope
 
 IDS = ("a", "b", "c", "d", "e")
 JUMPS = (0.25, 0.5, 1.0, 2.0, 4.0)
@@ -1743,7 +1744,9 @@ def test_supervisor_matches_model(sc: Scenario, data: st.DataObject) -> None:
     clock = trio.testing.MockClock(autojump_threshold=FROZEN)
 
     async def main() -> None:
+        # Each example in its own leak-checked scope: nothing it started outlives it.
         with trio.fail_after(1_000_000):
-            await run_scenario(sc, data, clock)
+            async with open_test_scope("test_supervisor_matches_model"):
+                await run_scenario(sc, data, clock)
 
     trio.run(main, clock=clock)

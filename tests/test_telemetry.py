@@ -18,6 +18,8 @@ from trioscope import telemetry
 from trioscope._correlation import crash_origin
 from trioscope._registry import _telemetry
 
+pytestmark = pytest.mark.trioscope_scope
+
 Seen = list[tuple[tuple[str, ...], dict[str, Any], dict[str, Any]]]
 
 
@@ -83,6 +85,9 @@ async def test_attach_rejects_bad_input_and_a_duplicate_id_changes_nothing() -> 
     assert seen == [(EV, {"n": 1}, {})]
 
 
+@pytest.mark.no_trioscope_scope(
+    "checks telemetry outside every registry scope (execute a no-op, attach refused)"
+)
 async def test_outside_every_scope_execute_is_a_no_op_and_attach_says_why() -> None:
     telemetry.execute(EV, {"n": 1})
     assert telemetry.detach("h") is False
@@ -202,7 +207,7 @@ def test_handlers_see_exactly_their_scope_and_nested_ones_up_to_isolation(
             for send, _ in channels.values():
                 await send.aclose()
 
-    trio.run(main)
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     expected = [(j, e) for e in emit_at for j, at in enumerate(attach_at) if at in visible_chain(e)]
     # Handlers run outer scopes first: compare per event as sets of handler ids.
     assert sorted(received) == sorted(expected)

@@ -29,6 +29,8 @@ import trio.testing
 import trioscope
 from trioscope import telemetry
 
+pytestmark = pytest.mark.trioscope_scope
+
 Seen = list[tuple[str, Any, Any]]
 
 SUPERVISION = [("trioscope", "child", k) for k in ("exit", "restart", "start")] + [

@@ -33,6 +33,8 @@ from trioscope import (
     whereis_task_supervisor,
 )
 
+pytestmark = pytest.mark.trioscope_scope
+
 
 def exact(text: str) -> str:
     return f"^{re.escape(text)}$"
@@ -246,6 +248,11 @@ async def test_terminating_a_run_task_tells_its_caller() -> None:
     )
 
 
+async def _add(a: int, b: int) -> int:
+    await trio.lowlevel.checkpoint()
+    return a + b
+
+
 async def test_task_supervisor_max_children() -> None:
     async with open_task_supervisor(id="jobs", max_children=1) as tasks:
         assert tasks.max_children == 1
@@ -260,7 +267,7 @@ async def test_task_supervisor_max_children() -> None:
             await tasks.run(trio.sleep, 0)
         await wait_all_tasks_blocked()
         await tasks.terminate_child(tasks.children()[0])
-        assert await tasks.run(trio.to_thread.run_sync, sum, [1, 2]) == 3
+        assert await tasks.run(_add, 1, 2) == 3
         tasks.cancel()
 
 
@@ -332,6 +339,9 @@ async def test_whereis_supervisor_checks_the_kind() -> None:
             whereis_supervisor("other")
 
 
+@pytest.mark.no_trioscope_scope(
+    "checks that naming a supervisor outside every registry scope raises NoRegistryError"
+)
 async def test_a_name_needs_a_registry() -> None:
     message = (
         "registering supervisor 'root' needs a registry, and none is open around the current "
@@ -393,6 +403,9 @@ async def test_children_find_their_supervisor_by_name_while_they_start() -> None
         assert seen[0].name == "root"
 
 
+@pytest.mark.no_trioscope_scope(
+    "checks that a named nested supervisor outside every registry scope fails to start"
+)
 async def test_a_named_nested_supervisor_without_a_registry_fails_to_start() -> None:
     with pytest.raises(StartError) as info:
         async with open_supervisor([task_supervisor_spec(id="jobs", name="jobs")], id="app"):

@@ -1,4 +1,5 @@
-"""The suite's default clock (tests/conftest.py): MockClock unless a test says why not."""
+"""The suite's own rules (tests/conftest.py): every Trio test in a trioscope scope and on a
+MockClock, unless it says why not."""
 
 from __future__ import annotations
 
@@ -85,8 +86,11 @@ def test_a_sleep_on_the_default_clock_takes_no_wall_time(pytester: pytest.Pytest
     pytester.makeconftest(CONFTEST)
     pytester.makepyfile(
         test_sleeps="""
+        import pytest
         import time
         import trio
+
+        pytestmark = pytest.mark.trioscope_scope
 
         async def test_a_day():
             start = time.monotonic()
@@ -99,6 +103,103 @@ def test_a_sleep_on_the_default_clock_takes_no_wall_time(pytester: pytest.Pytest
                 await trio.sleep_forever()
             assert scope.cancelled_caught
             assert trio.current_time() == 30.0
+        """
+    )
+    pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)
+
+
+def test_a_deadlocked_test_fails_at_once_saying_so(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\ntrio_mode = true\n")
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(
+        test_deadlock="""
+        import pytest
+        import trio
+
+        pytestmark = pytest.mark.trioscope_scope
+
+        async def test_waits_for_nothing():
+            await trio.Event().wait()
+
+        async def test_waits_for_nothing_on_its_own_clock(autojump_clock):
+            await trio.Event().wait()
+        """
+    )
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*deadlocked: the test still ran after 1e+09 s of Trio's clock (now 1e+09): every "
+            "task waited for something that never came, and the clock jumped to this guard's "
+            "deadline"
+        ]
+    )
+
+
+def test_a_trio_test_in_no_scope_fails_the_collection_naming_it(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeini("[pytest]\ntrio_mode = true\n")
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(
+        test_unscoped="""
+        import hypothesis
+        import hypothesis.strategies as st
+        import pytest
+
+        def test_sync_needs_none():
+            pass
+
+        async def test_unscoped():
+            pass
+
+        @hypothesis.given(st.integers())
+        async def test_unscoped_property(n):
+            pass
+
+        async def test_fixture(trioscope_scope):
+            pass
+
+        async def test_foundation(foundation):
+            pass
+
+        @pytest.mark.trioscope_scope
+        async def test_marked():
+            pass
+
+        @pytest.mark.no_trioscope_scope("checks what happens outside every scope")
+        async def test_opted_out():
+            pass
+        """
+    )
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.errlines[:3] == [
+        "ERROR: 2 Trio tests run in no trioscope scope: put `pytestmark = "
+        "pytest.mark.trioscope_scope` in the module (or request the trioscope_scope fixture), "
+        "or say why not with @pytest.mark.no_trioscope_scope(reason):",
+        "  test_unscoped.py::test_unscoped",
+        "  test_unscoped.py::test_unscoped_property",
+    ]
+
+
+def test_scoped_and_opted_out_trio_tests_run(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\ntrio_mode = true\n")
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(
+        test_scoped="""
+        import pytest
+        import trioscope
+        from trioscope._registry import _current
+
+        pytestmark = pytest.mark.trioscope_scope
+
+        async def test_in_a_scope():
+            assert trioscope.current_registry().isolated
+
+        @pytest.mark.no_trioscope_scope("checks what happens outside every scope")
+        async def test_opted_out():
+            assert _current.get() is None
         """
     )
     pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)

@@ -108,34 +108,6 @@ def test_a_sleep_on_the_default_clock_takes_no_wall_time(pytester: pytest.Pytest
     pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)
 
 
-def test_a_deadlocked_test_fails_at_once_saying_so(pytester: pytest.Pytester) -> None:
-    pytester.makeini("[pytest]\ntrio_mode = true\n")
-    pytester.makeconftest(CONFTEST)
-    pytester.makepyfile(
-        test_deadlock="""
-        import pytest
-        import trio
-
-        pytestmark = pytest.mark.trioscope_scope
-
-        async def test_waits_for_nothing():
-            await trio.Event().wait()
-
-        async def test_waits_for_nothing_on_its_own_clock(autojump_clock):
-            await trio.Event().wait()
-        """
-    )
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
-    result.assert_outcomes(failed=2)
-    result.stdout.fnmatch_lines(
-        [
-            "*deadlocked: the test still ran after 1e+09 s of Trio's clock (now 1e+09): every "
-            "task waited for something that never came, and the clock jumped to this guard's "
-            "deadline"
-        ]
-    )
-
-
 def test_a_trio_test_in_no_scope_fails_the_collection_naming_it(
     pytester: pytest.Pytester,
 ) -> None:

@@ -442,8 +442,10 @@ async def test_mailbox_depth_counts_the_messages_queued_behind(
             await trio.testing.wait_all_tasks_blocked()  # it runs, the mailbox is empty
             for _ in range(3):
                 await trioscope.cast("t", Timed.work, 1.0)
-            await trio.sleep(5)
-    assert [m["mailbox_depth"] for _, m, _ in seen] == [0, 2, 1, 0]
+            # A call queues behind the casts (and counts): once it returns, they have all run.
+            assert await trioscope.call("t", Timed.work, 0.0) == 1
+            assert trio.current_time() == 4.0
+    assert [m["mailbox_depth"] for _, m, _ in seen] == [0, 3, 2, 1]
 
 
 async def test_supervisor_events_follow_a_crash_restart_backoff_and_give_up(

@@ -28,6 +28,7 @@ import trio.testing
 
 import trioscope
 from trioscope import telemetry
+from trioscope.testing import wait_for_restart, wait_for_service
 
 pytestmark = pytest.mark.trioscope_scope
 
@@ -199,9 +200,11 @@ async def test_3_an_owned_tasks_crash_while_idle_still_names_its_request(
     async with trioscope.open_registry(isolated=True):
         telemetry.attach("rec", SUPERVISION, record(seen))
         async with trioscope.open_supervisor([Worker.child_spec(name="w")]):
+            first = await wait_for_service("w")
             with trioscope.correlate("A"):
                 await trioscope.call("w", Worker.kick)
-            await trio.sleep(2)
+            await wait_for_restart("w", after=first)  # its job fails at t=1
+            assert trio.current_time() == 1.0
     assert [s for s in seen if s[0] != "start"] == [("exit", "w", "A"), ("restart", "w", "A")]
 
 

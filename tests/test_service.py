@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, ClassVar
+from typing import Any
 
 import attrs
 import pytest
@@ -23,7 +23,6 @@ from _guards import _only_cancelled, checkpoints_even_when_raising
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
-    RuleBasedStateMachine,
     invariant,
     rule,
     run_state_machine_as_test,
@@ -45,6 +44,7 @@ from trioscope import (
     ServiceUnavailableError,
 )
 from trioscope._child_spec import _ChildHandle, _Startable
+from trioscope.testing._stateful import ServiceStateMachine
 
 pytestmark = pytest.mark.trioscope_scope
 
@@ -2009,45 +2009,38 @@ class KV(Service):
 KEYS = st.sampled_from(["a", "b", "c"])
 
 
-class KVMachine(RuleBasedStateMachine):
-    """A KV service against a dict, driven from a worker thread into the Trio loop.
+class KVMachine(ServiceStateMachine):
+    """A KV service against a dict, under a real supervisor.
 
-    Each rule runs to completion in the test's task (`trio.from_thread.run`
-    reuses the task that started the thread, with its registry), so steps
-    never overlap.
+    Each example runs in its own Trio run, on a MockClock, in a leak-checked
+    test scope that stops the service when the example ends.
     """
 
-    host: ClassVar[Host]
+    spec = KV.child_spec(name="kv", mailbox_size=4)
+    max_restarts = 1_000  # crashes are a rule here, not a reason to give up
 
     def __init__(self) -> None:
         super().__init__()
-        self.spec = KV.child_spec(name="kv", mailbox_size=4)
         self.model: dict[str, int] = {}
-        self.ref: ServiceRef[KV] = self._trio(self.host.start, self.spec)
-        self.incarnations = {self.ref.incarnation}
-
-    @staticmethod
-    def _trio(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-        return trio.from_thread.run(fn, *args)
+        self.incarnations = {self.incarnation}
 
     @rule(key=KEYS, value=st.integers(0, 9))
     def put_by_name(self, key: str, value: int) -> None:
-        old = self._trio(trioscope.call, "kv", KV.put, key, value)
-        assert old == self.model.get(key)
+        assert self.call(KV.put, key, value) == self.model.get(key)
         self.model[key] = value
 
     @rule(key=KEYS, value=st.integers(0, 9))
     def put_by_cast(self, key: str, value: int) -> None:
-        self._trio(self.ref.cast, KV.put, key, value)
+        self.cast(KV.put, key, value)
         self.model[key] = value
 
     @rule(key=KEYS)
     def pop(self, key: str) -> None:
         if key in self.model:
-            assert self._trio(self.ref.call, KV.pop, key) == self.model.pop(key)
+            assert self.call(KV.pop, key) == self.model.pop(key)
         else:
             with pytest.raises(NotFound):
-                self._trio(self.ref.call, KV.pop, key)
+                self.call(KV.pop, key)
 
     @rule(items=st.lists(st.tuples(KEYS, st.integers(-2, 9)), max_size=4))
     def put_all(self, items: list[tuple[str, int]]) -> None:
@@ -2060,46 +2053,33 @@ class KVMachine(RuleBasedStateMachine):
             expected[key] = value
         if rejected:
             with pytest.raises(BadValue):
-                self._trio(self.ref.call, KV.put_all, items)
+                self.call(KV.put_all, items)
         else:
-            assert self._trio(self.ref.call, KV.put_all, items) is None
+            assert self.call(KV.put_all, items) is None
         self.model = expected  # a rejection keeps what the handler had done
 
     @rule()
     def crash_and_restart(self) -> None:
+        restarts = self.restarts
         with pytest.raises(ServiceCrashedError):
-            self._trio(self.ref.call, KV.crash)
-        assert isinstance(self._trio(self.host.ended, self.ref), RuntimeError)
-        assert trio.from_thread.run_sync(trioscope.whereis, "kv") is None
-        self.ref = self._trio(self.host.start, self.spec)
-        assert self.ref.incarnation not in self.incarnations
-        self.incarnations.add(self.ref.incarnation)
+            self.call(KV.crash)
+        # The call returns once the Trio side is idle: the supervisor has restarted it.
+        assert (self.status, self.restarts) == ("running", restarts + 1)
+        assert self.incarnation not in self.incarnations
+        self.incarnations.add(self.incarnation)
         self.model = {}
 
     @invariant()
     def service_matches_model(self) -> None:
         # A call queues behind every earlier cast, so this sees all of them.
-        assert self._trio(trioscope.call, "kv", KV.snapshot) == self.model
-        assert self.ref.statistics().mailbox_depth == 0
-        assert self.ref.statistics().in_flight == 0
-
-    def teardown(self) -> None:
-        self._trio(self.host.kill, self.ref)
+        assert self.call(KV.snapshot) == self.model
+        ref = self.ref
+        assert ref is not None
+        assert (ref.statistics().mailbox_depth, ref.statistics().in_flight) == (0, 0)
 
 
-@pytest.mark.wall_clock(
-    "Hypothesis's state machine runs in a worker thread (trio.to_thread) and calls in: "
-    "Trio's clock must not jump while it computes"
-)
-async def test_kv_service_matches_a_dict_model() -> None:
-    async with running() as host:
-        KVMachine.host = host
-        await trio.to_thread.run_sync(
-            lambda: run_state_machine_as_test(
-                KVMachine, settings=settings(max_examples=15, stateful_step_count=15)
-            )
-        )
-        assert trioscope.current_registry().names() == []
+def test_kv_service_matches_a_dict_model() -> None:
+    run_state_machine_as_test(KVMachine, settings=settings(max_examples=15, stateful_step_count=15))
 
 
 async def test_a_plain_function_by_name_fails_at_once_even_if_nothing_is_registered() -> None:

@@ -22,6 +22,8 @@ MODULES = [
     "trioscope._app",
     "trioscope._correlation",
     "trioscope.telemetry",
+    "trioscope.testing._faults",
+    "trioscope.testing._stateful",
     "trioscope.foundation._config",
     "trioscope.foundation._event",
     "trioscope.foundation._events",

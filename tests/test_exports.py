@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 import types
 
 import trioscope
@@ -110,6 +112,8 @@ def test_testing_all_is_sorted_complete_and_reports_its_module() -> None:
     import trioscope.testing as testing
 
     assert testing.__all__ == sorted(set(testing.__all__), key=_isort_key)
+    for name in testing.__all__:
+        getattr(testing, name)  # the Hypothesis-based names load on first use
     public = {
         name
         for name, value in vars(testing).items()
@@ -155,5 +159,34 @@ def test_type_hints_of_public_classes_resolve_after_the_module_rewrite() -> None
     for module in (trioscope, foundation, trioscope.telemetry, trioscope.testing):
         for name in module.__all__:
             value = getattr(module, name)
-            if isinstance(value, type):
+            if not isinstance(value, type):
+                continue
+            if all(c.__module__.startswith(("trioscope", "builtins")) for c in value.__mro__):
                 typing.get_type_hints(value)  # raises NameError if not resolved
+            else:  # a base from another library (Hypothesis's): the class's own
+                inspect.get_annotations(value, eval_str=True)
+
+
+def test_the_testing_package_and_its_plugin_import_without_hypothesis() -> None:
+    # The pytest plugin loads for every project that installs trioscope: only
+    # the names built on Hypothesis may need it, and only when asked for.
+    code = (
+        "import sys\n"
+        "class NoHypothesis:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'hypothesis' or name.startswith('hypothesis.'):\n"
+        "            raise ImportError('no hypothesis here')\n"
+        "sys.meta_path.insert(0, NoHypothesis())\n"
+        "import trioscope.testing, trioscope.testing._plugin\n"
+        "assert 'hypothesis' not in sys.modules\n"
+        "print(trioscope.testing.FaultSchedule(()))\n"
+        "try:\n"
+        "    trioscope.testing.ServiceStateMachine\n"
+        "except ImportError as exc:\n"
+        "    print('ImportError', exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "FaultSchedule(())\nImportError no hypothesis here\n"

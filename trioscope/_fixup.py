@@ -13,7 +13,6 @@ module is still the one that defined them (attrs classes through
 from __future__ import annotations
 
 import inspect
-import typing
 from collections.abc import Iterable, Mapping
 
 import attrs
@@ -24,7 +23,9 @@ def _resolve_annotations(cls: type) -> None:
     if not own:
         return
     try:
-        hints = typing.get_type_hints(cls)
+        # The class's own annotations only: a base class from another library
+        # (Hypothesis's RuleBasedStateMachine) may have names that do not resolve.
+        hints = inspect.get_annotations(cls, eval_str=True)
     except (NameError, TypeError):
         # Names only a type checker sees (under TYPE_CHECKING): leave them as strings.
         return

@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any, Final
+from typing import Any
 
 import hypothesis
 import pytest
@@ -79,21 +79,6 @@ def _wall_clock_reason(item: pytest.Item) -> str | None:
     return str(args[0])
 
 
-_WALL_CLOCK_PENDING: Final = {
-    "tests/testing/test_faults.py::test_jumps_need_a_mock_clock_when_the_schedule_is_applied": (
-        "checks what a clock jump does on Trio's system clock"
-    ),
-}
-"""Tests (node ids without parameters) in files this conftest's authors do not own that
-need Trio's system clock, until their owners mark them ``wall_clock`` themselves
-(then the entry goes): each one does real I/O, or checks the system clock itself."""
-
-
-_SCOPES_PENDING: Final = ("tests/testing/",)
-"""Folders whose Trio tests are not yet all required to run in a trioscope scope, until
-their owners have put them in one (or opted them out); then the entry goes."""
-
-
 def _is_async(item: pytest.Function) -> bool:
     hypothesis = getattr(item.obj, "hypothesis", None)
     body = hypothesis.inner_test if hypothesis is not None else item.obj
@@ -110,16 +95,8 @@ def _in_a_scope(item: pytest.Function) -> bool:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     unscoped: list[str] = []
     for item in items:
-        pending = _WALL_CLOCK_PENDING.get(item.nodeid.split("[", 1)[0])
-        if pending is not None and item.get_closest_marker(WALL_CLOCK) is None:
-            item.add_marker(pytest.mark.wall_clock(pending))
         _wall_clock_reason(item)
-        if (
-            isinstance(item, pytest.Function)
-            and not item.nodeid.startswith(_SCOPES_PENDING)
-            and _is_async(item)
-            and not _in_a_scope(item)
-        ):
+        if isinstance(item, pytest.Function) and _is_async(item) and not _in_a_scope(item):
             unscoped.append(item.nodeid)
     if unscoped:
         listed = "".join(f"\n  {nodeid}" for nodeid in unscoped)

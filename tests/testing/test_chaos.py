@@ -15,6 +15,8 @@ from trioscope.testing._chaos import ChaosMonkey, ChaosRecord
 from trioscope.testing._helpers import ServiceWaitTimeoutError, wait_for_service
 from trioscope.testing._scope import open_test_scope
 
+pytestmark = pytest.mark.trioscope_scope
+
 
 class Counter(trioscope.Service):
     def __init__(self) -> None:
@@ -313,6 +315,7 @@ def test_the_seed_must_be_an_int() -> None:
         ChaosMonkey(1.0, rate_per_s=1.0)  # type: ignore[arg-type]
 
 
+@pytest.mark.no_trioscope_scope("checks NoRegistryError outside every registry scope")
 async def test_entering_needs_a_registry_and_happens_once(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -35,6 +35,8 @@ from trioscope.testing._faults import (
 from trioscope.testing._helpers import SimulatedCrash, wait_for_restart, wait_for_service
 from trioscope.testing._scope import LeakError, open_test_scope
 
+pytestmark = pytest.mark.trioscope_scope
+
 pytest_plugins = ["pytester"]
 
 
@@ -594,6 +596,7 @@ async def test_registries_nested_in_the_scope_share_its_schedule_unless_isolated
     assert run.messages == {"box": 1}
 
 
+@pytest.mark.no_trioscope_scope("checks NoRegistryError outside every registry scope")
 async def test_applying_needs_a_registry_and_one_schedule_per_registry() -> None:
     with pytest.raises(
         trioscope.NoRegistryError, match=r"^FaultSchedule\.apply\(\) needs a registry"

@@ -25,6 +25,8 @@ from trioscope.testing._helpers import (
     wait_for_service,
 )
 
+pytestmark = pytest.mark.trioscope_scope
+
 
 class Counter(trioscope.Service):
     def __init__(self, log: list[str] | None = None) -> None:
@@ -173,6 +175,7 @@ async def test_wait_for_restart_times_out_while_the_incarnation_lives(
         )
 
 
+@pytest.mark.no_trioscope_scope("checks NoRegistryError outside every registry scope")
 async def test_wait_helpers_check_their_arguments() -> None:
     async with trioscope.open_registry(isolated=True):
         with pytest.raises(
@@ -288,6 +291,7 @@ async def test_simulate_crash_in_a_dynamic_supervisor(
         assert outcome.ref != old
 
 
+@pytest.mark.no_trioscope_scope("checks NoRegistryError outside every registry scope")
 async def test_helpers_checkpoint_when_they_raise(autojump_clock: trio.testing.MockClock) -> None:
     with checkpoints_even_when_raising(), pytest.raises(trioscope.NoRegistryError):
         await wait_for_service("c")

@@ -21,6 +21,8 @@ from trioscope.testing._runner import (
 )
 from trioscope.testing._scope import Leak, LeakError, TestScope
 
+pytestmark = pytest.mark.trioscope_scope
+
 try:
     BaseExceptionGroupCompat = BaseExceptionGroup
 except NameError:  # Python 3.10

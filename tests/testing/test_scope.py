@@ -16,6 +16,8 @@ from trioscope.foundation import Event, config, events
 from trioscope.foundation._foundation import FOUNDATION_SERVICES
 from trioscope.testing._scope import Leak, LeakError, TestScope, open_test_scope
 
+pytestmark = pytest.mark.trioscope_scope
+
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup
 

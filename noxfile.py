@@ -58,6 +58,14 @@ def typecheck(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def soak(session: nox.Session) -> None:
+    """The slow tests only: the foundation under a long steady load, its memory curve
+    printed (-s), failing on growth. Count-bounded; about 1.5 minutes here."""
+    _install_with_tests(session)
+    session.run("pytest", "-m", "slow", "-s", *session.posargs)
+
+
+@nox.session(python="3.11")
 def demo(session: nox.Session) -> None:
     """Run the demos: a supervised application that crashes and recovers, the foundation,
     then the whole foundation observing an application (crash trail, metrics)."""

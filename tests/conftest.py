@@ -134,13 +134,24 @@ def _passing_clock(run: Callable[..., Any]) -> Callable[..., Any]:
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     # Before pytest-trio wraps the test (its hookwrapper runs inside this one).
-    if isinstance(item, pytest.Function) and _on_default_clock(item):
-        inner = getattr(item.obj, "hypothesis", None)
-        if inner is not None:
-            inner.inner_test = _dropping_clock(inner.inner_test)
-        else:
-            item.obj = _dropping_clock(item.obj)
-    return (yield)
+    if not (isinstance(item, pytest.Function) and _on_default_clock(item)):
+        return (yield)
+    # Wrapped for this call only, and unwrapped after (pytest-trio's runner too): the
+    # items of a parametrized test share one function and one Hypothesis inner_test.
+    inner = getattr(item.obj, "hypothesis", None)
+    if inner is not None:
+        test = inner.inner_test
+        inner.inner_test = _dropping_clock(test)
+        try:
+            return (yield)
+        finally:
+            inner.inner_test = test
+    obj = item.obj
+    item.obj = _dropping_clock(obj)
+    try:
+        return (yield)
+    finally:
+        item.obj = obj
 
 
 @pytest.hookimpl(tryfirst=True, specname="pytest_runtest_call")

@@ -175,3 +175,42 @@ def test_scoped_and_opted_out_trio_tests_run(pytester: pytest.Pytester) -> None:
         """
     )
     pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)
+
+
+def test_every_item_of_a_parametrized_hypothesis_test_runs(pytester: pytest.Pytester) -> None:
+    # The items share one Hypothesis inner_test: wrapped for good by the first item,
+    # pytest-trio's runner came back to the second one already wrapped, and Hypothesis
+    # got a coroutine instead of None.
+    pytester.makeini("[pytest]\ntrio_mode = true\n")
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(
+        test_params="""
+        import hypothesis
+        import hypothesis.strategies as st
+        import pytest
+        import trio
+
+        # No scope: the plugin's own wrapping (which unwraps too) stays out of it.
+        pytestmark = pytest.mark.no_trioscope_scope("the conftest's clock wrapping alone")
+        RAN = []
+
+        @pytest.mark.parametrize("p", [1, 2])
+        @hypothesis.settings(max_examples=2, database=None)
+        @hypothesis.given(x=st.integers())
+        async def test_param(p, x):
+            await trio.sleep(1)
+            RAN.append((p, trio.current_time()))
+
+        def test_both_ran_on_their_own_clocks():
+            assert sorted(set(RAN)) == [(1, 1.0), (2, 1.0)]
+        """
+    )
+    pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=3)
+
+
+def test_a_deadlocked_test_fails_within_the_suites_timeout(request: pytest.FixtureRequest) -> None:
+    # On an autojump clock a test whose tasks all wait with no deadline spins a CPU:
+    # pytest-timeout fails it (stacks printed) instead of letting CI run out its hours.
+    # (A deadline guard inside the test cannot tell a deadlock from a worker thread
+    # doing real I/O: the clock would jump to it while the thread works.)
+    assert float(request.config.getini("timeout")) == 300.0

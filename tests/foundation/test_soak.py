@@ -210,6 +210,7 @@ async def run_soak(rounds: int, block: int) -> list[Sample]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # about 100-150 s here; the suite-wide 300 s is for one test
 def test_memory_stays_bounded_under_a_steady_mixed_load() -> None:
     """2,400 rounds of 8 workers each updating config, storing and querying events,
     buffering one (store_nowait), opening and closing a subscription, executing

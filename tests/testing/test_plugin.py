@@ -378,3 +378,44 @@ def test_both_markers_on_one_node_is_a_usage_error(pytester: pytest.Pytester) ->
 def test_no_scope_marker_is_registered(pytester: pytest.Pytester) -> None:
     result = _run(pytester, "--markers")
     result.stdout.fnmatch_lines(["@pytest.mark.no_trioscope_scope(reason): run the test with *"])
+
+
+PARAMETRIZED_HYPOTHESIS = """
+import pytest
+import trio
+import trioscope
+from hypothesis import given, settings, strategies as st
+
+pytestmark = pytest.mark.trioscope_scope
+
+RAN = []
+
+
+@pytest.mark.parametrize("p", [1, 2, 3])
+@settings(max_examples=2, deadline=None, database=None)
+@given(x=st.integers())
+async def test_each_param(p, x):
+    names = []
+    reg = trioscope.current_registry()
+    while reg is not None:
+        names.append(reg.namespace)
+        reg = reg.parent
+    RAN.append((p, names))
+    await trio.lowlevel.checkpoint()
+
+
+def test_each_param_ran_in_its_own_one_scope():
+    assert sorted({p for p, _ in RAN}) == [1, 2, 3]
+    for p, names in RAN:
+        assert names == [f"test_params.py::test_each_param[{p}]"], (p, names)
+"""
+
+
+def test_each_item_of_a_parametrized_hypothesis_test_runs_in_its_own_scope(
+    pytester: pytest.Pytester,
+) -> None:
+    # The items share one function and one Hypothesis inner_test: wrapping it at
+    # collection ran every parameter inside all three scopes, named after another.
+    pytester.makeini(TRIO_MODE)
+    pytester.makepyfile(test_params=PARAMETRIZED_HYPOTHESIS)
+    _run(pytester).assert_outcomes(passed=4)

@@ -50,8 +50,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from typing import Any, Final
 
 import pytest
 import trio
@@ -185,6 +185,10 @@ def _in_scope(
     return run_in_scope
 
 
+_SCOPE_KWARGS: Final = pytest.StashKey[dict[str, Any]]()
+"""The scope settings of a test whose body the marker wraps (set at collection)."""
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
@@ -204,8 +208,29 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             # A sync test under a module's or class's marker has no Trio run to
             # open a scope in: it runs as it is.
             continue
-        if hypothesis is not None:
-            # One scope per example: wrap the inner test Hypothesis calls.
-            hypothesis.inner_test = _in_scope(hypothesis.inner_test, kwargs)
-        else:
-            item.obj = _in_scope(item.obj, kwargs)
+        item.stash[_SCOPE_KWARGS] = kwargs
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    """Wrap a marked test's body in its scope for this call only, before pytest-trio
+    wraps it in its runner: the items of a parametrized test share one function
+    (and one Hypothesis ``inner_test``), so each wraps and unwraps it in turn."""
+    kwargs = item.stash.get(_SCOPE_KWARGS, None)
+    if kwargs is None or not isinstance(item, pytest.Function):
+        return (yield)
+    hypothesis = getattr(item.obj, "hypothesis", None)
+    if hypothesis is not None:
+        # One scope per example: wrap the inner test Hypothesis calls.
+        inner = hypothesis.inner_test
+        hypothesis.inner_test = _in_scope(inner, kwargs)
+        try:
+            return (yield)
+        finally:
+            hypothesis.inner_test = inner  # unwrapped, pytest-trio's runner too
+    obj = item.obj
+    item.obj = _in_scope(obj, kwargs)
+    try:
+        return (yield)
+    finally:
+        item.obj = obj

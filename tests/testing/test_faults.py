@@ -144,6 +144,23 @@ def test_a_schedule_keeps_its_faults_in_acting_order_and_prints_as_its_call() ->
     )
 
 
+def test_hypothesis_prints_faults_and_schedules_as_their_calls() -> None:
+    # A falsifying example prints its arguments through this printer: before
+    # _repr_pretty_, field by field (Fault(kind='crash', service='kv', at=1, seconds=0.0)).
+    from hypothesis.vendor.pretty import pretty
+
+    crash, slow = Fault("crash", "kv", 1), Fault("slow", "kv", 2, 2.5)
+    assert pretty(crash) == "Fault('crash', 'kv', 1)"
+    assert pretty(FaultSchedule((slow, crash))) == (
+        "FaultSchedule((Fault('crash', 'kv', 1), Fault('slow', 'kv', 2, 2.5)))"
+    )
+    assert pretty(FaultSchedule()) == "FaultSchedule(())"
+    assert pretty([crash]) == "[Fault('crash', 'kv', 1)]"
+    assert pretty(FiredFault(crash, 1, 0.0)) == (
+        "FiredFault(fault=Fault('crash', 'kv', 1), incarnation=1, at_time=0.0)"
+    )
+
+
 @pytest.mark.parametrize(
     ("faults", "error", "message"),
     [
@@ -399,6 +416,39 @@ async def test_a_jump_moves_the_clock_before_the_message_is_looked_at(
     assert run.fired == (FiredFault(jump1, 1, 0.0), FiredFault(jump2, 1, 10.0))
 
 
+async def test_before_the_service_looks_at_the_message_every_deadline_jumped_over_expired(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # What a jump guarantees: the deadlines it passed have expired (cancel scopes
+    # cancelled) when the handler starts; not that the tasks they woke have run.
+    log: list[tuple[str, float]] = []
+    deadlines = [trio.CancelScope(deadline=d) for d in (1.0, 5.0, 10.0, 10.5)]
+    seen: list[list[bool]] = []
+
+    class Looking(Box):
+        async def look(self) -> None:
+            seen.append([scope.cancel_called for scope in deadlines])
+
+    async def waiter(scope: trio.CancelScope) -> None:
+        with scope:
+            await trio.sleep_forever()
+
+    async with (
+        open_test_scope("deadlines") as scope,
+        FaultSchedule((Fault("jump", "box", 1, 10.0),)).apply(),
+        trioscope.open_supervisor([Looking.child_spec(log, name="box")]),
+    ):
+        for each in deadlines:
+            scope.start_soon(waiter, each)
+        ref = await wait_for_service("box")
+        await trio.testing.wait_all_tasks_blocked()
+        await ref.with_timeout(30.0).call(Looking.look)
+        await trio.testing.wait_all_tasks_blocked()
+        assert [each.cancelled_caught for each in deadlines] == [True, True, True, False]
+        deadlines[3].cancel()
+    assert seen == [[True, True, True, False]]
+
+
 def test_jumps_need_a_mock_clock_when_the_schedule_is_applied() -> None:
     async def main() -> None:
         async with open_test_scope("real-clock"):
@@ -594,6 +644,45 @@ async def test_registries_nested_in_the_scope_share_its_schedule_unless_isolated
                 assert inner.messages == {"box": 1}
     assert run.fired == (FiredFault(Fault("crash", "box", 1), 1, 0.0),)
     assert run.messages == {"box": 1}
+
+
+async def test_an_isolated_registry_stops_a_schedule_for_every_registry_nested_in_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    schedule = FaultSchedule((Fault("crash", "box", 1),))
+    async with open_test_scope("outer"), schedule.apply() as run:
+        async with open_test_scope("a nested test scope"):  # isolated  # noqa: SIM117
+            async with trioscope.open_registry("below it"):  # not isolated, but below one
+                async with trioscope.open_supervisor([_box([])]):
+                    assert await trioscope.call("box", Box.put, "a") == 1
+        async with trioscope.open_supervisor([_box([])]):
+            with pytest.raises(trioscope.ServiceCrashedError):
+                await trioscope.call("box", Box.put, "b")  # the schedule's 1st message
+    assert run.fired == (FiredFault(Fault("crash", "box", 1), 1, 0.0),)
+    assert run.messages == {"box": 1}
+
+
+async def test_same_named_services_in_two_registries_share_one_message_count(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log: list[tuple[str, float]] = []
+    crash = Fault("crash", "box", 2)
+    async with open_test_scope("shared"), FaultSchedule((crash,)).apply() as run:
+        async with trioscope.open_registry("first"):  # noqa: SIM117
+            async with trioscope.open_supervisor([_box(log)]):
+                assert await trioscope.call("box", Box.put, "a") == 1  # message 1
+        async with trioscope.open_registry("second"):  # noqa: SIM117
+            async with trioscope.open_supervisor([_box(log)]):
+                # Its own first message, the schedule's second: the crash fires here.
+                with pytest.raises(trioscope.ServiceCrashedError) as info:
+                    await trioscope.call("box", Box.put, "b")
+                assert isinstance(info.value.__cause__, InjectedFault)
+                assert await trioscope.call("box", Box.put, "c") == 1  # restarted
+    assert log == [("a", 0.0), ("c", 0.0)]
+    # One count and one incarnation numbering for the name: the second registry's
+    # box was the name's 2nd incarnation to take a message.
+    assert run.messages == {"box": 3}
+    assert run.fired == (FiredFault(crash, 2, 0.0),)
 
 
 @pytest.mark.no_trioscope_scope("checks NoRegistryError outside every registry scope")

@@ -138,10 +138,16 @@ class Fault:
       it never runs (the next message is then the *at*-th); the mailbox keeps
       filling meanwhile.
     - ``"jump"``: just before the service looks at the message, Trio's clock
-      jumps ``seconds`` ahead (`trio.testing.MockClock.jump`), then the service
-      lets every task run whose deadline that passed (one checkpoint): timers,
-      call timeouts and backoffs fire as if that time had gone by, and a caller
-      that timed out withdraws its message as for a stall. The clock is the
+      jumps ``seconds`` ahead (`trio.testing.MockClock.jump`) and the service
+      checkpoints once. Before it looks at the message, every deadline the
+      jump passed has expired (Trio expires them before it runs the next batch
+      of tasks): so a caller whose call timed out has withdrawn its message,
+      synchronously, as for a stall (if that was this message, it never runs
+      and the next message is the *at*-th). The tasks that time woke (timers,
+      the timed-out callers themselves, backoffs) are runnable in the same
+      scheduler batch as the service, in Trio's order (seeded under
+      Hypothesis and `run_with_faults`, so the same every run): some may run
+      only after the service has begun handling the message. The clock is the
       whole Trio run's: a jump moves it for every scope in the run.
     """
     service: str
@@ -149,7 +155,15 @@ class Fault:
     at: int
     """Which message (1 for the first): the *at*-th message of that service whose
     handler is reached (calls and casts alike) after the schedule is applied,
-    counted across its incarnations (a restart does not reset the count)."""
+    counted across its incarnations (a restart does not reset the count).
+
+    The count is per name, for the whole schedule: two services of one name in
+    two registries the schedule reaches (siblings nested in its scope, neither
+    isolated) share one count, so the *at*-th message is the *at*-th to reach
+    either of them, and the fault fires once, at whichever that is (apply a
+    schedule in each registry to count them apart). The private no-op message
+    `trioscope.testing.ServiceStateMachine.cast` queues behind a cast (to learn
+    that the cast was handled) is not counted, and no fault acts at it."""
     seconds: float = 0.0
     """Seconds of Trio's clock, for ``"slow"``, ``"stall"`` and ``"jump"`` (finite
     and > 0); 0 for ``"crash"`` and ``"hang"``."""
@@ -189,6 +203,10 @@ class Fault:
     def __repr__(self) -> str:
         seconds = f", {self.seconds!r}" if self.kind in _TIMED else ""
         return f"Fault({self.kind!r}, {self.service!r}, {self.at!r}{seconds})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        # Hypothesis prints attrs classes field by field unless told otherwise.
+        printer.text(repr(self))
 
 
 def _canonical(faults: Iterable[Fault]) -> tuple[Fault, ...]:
@@ -244,17 +262,25 @@ class FaultSchedule:
     def __repr__(self) -> str:
         return f"FaultSchedule({self.faults!r})"
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        # Hypothesis prints attrs classes field by field unless told otherwise.
+        printer.text(repr(self))
+
     def apply(self) -> AbstractAsyncContextManager[FaultRun]:
         """Apply the schedule to the current registry scope while the block runs.
 
         ``async with schedule.apply() as run:`` makes every service registered
-        by name in the current registry, or in a registry nested in it, subject
-        to the faults naming it, counting each service's messages from here
-        (`Fault.at`), until the block exits, however it exits (an error,
-        cancellation). A schedule applied in one scope never touches another
-        scope's services, even under the same names; in a registry nested in
-        the scope, a schedule applied there takes precedence. One schedule may
-        be applied several times, one after the other (each with a fresh
+        by name in the current registry, or in a registry nested in it with
+        no isolated registry in between, subject to the faults naming it,
+        counting messages from here (`Fault.at`), until the block exits,
+        however it exits (an error, cancellation). An isolated registry
+        (``open_registry(..., isolated=True)``, and so every nested
+        `open_test_scope`) stops it as it stops name lookups: its services, and
+        those of every registry nested in it, get none of these faults. A
+        schedule applied in one scope never touches another scope's services,
+        even under the same names; in a registry nested in the scope, a
+        schedule applied there takes precedence. One schedule may be
+        applied several times, one after the other (each with a fresh
         `FaultRun`).
 
         Raises:
@@ -276,7 +302,9 @@ class FiredFault:
     incarnation: int
     """Which incarnation of the service it hit: they are numbered 1, 2, ... in the
     order they took their first message while the schedule was applied (so 2 is
-    the one after the first restart that ran anything)."""
+    the one after the first restart that ran anything). Per name, as `Fault.at`
+    counts: incarnations of same-named services in two registries share one
+    numbering."""
     at_time: float
     """When it took effect (Trio's clock, seconds): for a jump, the time before
     the jump; for a stall or slow handler, when the delay began; for a crash, when
@@ -338,7 +366,7 @@ class FaultRun:
     @property
     def messages(self) -> dict[str, int]:
         """How many messages reached each named service's handler while the
-        schedule was applied (the count `Fault.at` refers to); a copy."""
+        schedule was applied (the count `Fault.at` refers to: one per name); a copy."""
         return dict(self._messages)
 
     # -- the service loop's side --
@@ -362,6 +390,11 @@ class FaultRun:
         self._fired.append(FiredFault(fault, incarnation, trio.current_time()))
 
 
+async def _after_cast(service: object) -> None:
+    """A private no-op handler: `ServiceStateMachine.cast` queues it behind a cast
+    and waits for its reply. Fault schedules neither count it nor act at it."""
+
+
 def _find(registry: Registry | None) -> FaultRun | None:
     """The schedule applied where *registry* looks names up (as `Registry.lookup` walks)."""
     reg = registry
@@ -379,7 +412,7 @@ def _find(registry: Registry | None) -> FaultRun | None:
 async def _at_message(core: _Incarnation, msg: _Message) -> None:
     """The service took *msg* from its mailbox: stall it, or jump the clock, if due."""
     name = core.name
-    if name is None:
+    if name is None or msg.fn is _after_cast:
         return
     run = _find(core.registry)
     if run is None:
@@ -415,7 +448,7 @@ def _wrap(
 ) -> Coroutine[Any, Any, Any]:
     """*msg*'s handler coroutine, or one that delays, hangs or crashes it, if due."""
     name = core.name
-    if name is None:
+    if name is None or msg.fn is _after_cast:
         return coro
     run = _find(core.registry)
     if run is None:

@@ -456,6 +456,105 @@ def test_a_service_that_cannot_start_fails_the_machine_and_ends_its_run() -> Non
     assert not [t for t in threading.enumerate() if t.name.startswith("trioscope machine")]
 
 
+class StopsRecorded(KV):
+    """KV that records how each incarnation stopped (``None``: an orderly stop)."""
+
+    stops: ClassVar[list[BaseException | None]] = []
+
+    async def terminate(self, reason: BaseException | None) -> None:
+        StopsRecorded.stops.append(reason)
+
+
+class SetupFails(ServiceStateMachine):
+    """Its own __init__ sets the service up, then fails (a bug in the test's setup)."""
+
+    spec = StopsRecorded.child_spec(name="kv")
+    built: ClassVar[int] = 0
+
+    def __init__(self) -> None:
+        SetupFails.built += 1
+        super().__init__()
+        self.call(KV.put, "a", 1)  # the example's run is live
+        raise LookupError("the test's own setup failed")
+
+    @rule()
+    def size(self) -> None:
+        self.call(KV.size)
+
+
+def _machine_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("trioscope machine")]
+
+
+def test_a_subclass_init_that_fails_ends_the_run_it_started() -> None:
+    StopsRecorded.stops.clear()
+    assert _machine_threads() == []
+    with pytest.raises(LookupError) as info:
+        SetupFails()
+    assert info.value.args == ("the test's own setup failed",)
+    assert not hasattr(info.value, "__notes__")  # nothing leaked
+    # The service was stopped in order and the scope closed: the run has ended.
+    assert StopsRecorded.stops == [None]
+    assert _machine_threads() == []
+
+
+def test_a_machine_hypothesis_could_not_build_leaves_no_run_behind() -> None:
+    # Hypothesis tears down only a machine its factory returned: each failing
+    # construction (the first example, each shrink, the final replay) must end its own run.
+    StopsRecorded.stops.clear()
+    SetupFails.built = 0
+    with pytest.raises(LookupError):
+        run_state_machine_as_test(SetupFails, settings=settings(FAST, phases=NO_EXPLAIN))
+    assert SetupFails.built > 1  # the failure was replayed: more than one run to end
+    assert StopsRecorded.stops == [None] * SetupFails.built
+    assert _machine_threads() == []
+
+
+class _FailingSetup:
+    """A mixin whose __init__ runs around the machine's, then fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        raise LookupError("the mixin's setup failed")
+
+
+class MixedIn(_FailingSetup, KVRules):
+    spec = StopsRecorded.child_spec(name="kv")
+
+
+def test_a_mixin_init_that_fails_ends_the_run_too() -> None:
+    StopsRecorded.stops.clear()
+    with pytest.raises(LookupError, match=r"^the mixin's setup failed$"):
+        MixedIn()
+    assert StopsRecorded.stops == [None]
+    assert _machine_threads() == []
+
+
+class SetupLeaksThenFails(KVRules):
+    def __init__(self) -> None:
+        super().__init__()
+
+        async def spawn() -> None:
+            trio.lowlevel.spawn_system_task(
+                trio.sleep_forever, name="set-up-and-left", context=contextvars.copy_context()
+            )
+
+        self.run(spawn)
+        raise LookupError("the test's own setup failed")
+
+
+def test_what_a_failed_init_leaked_is_a_note_on_its_error() -> None:
+    with pytest.raises(LookupError) as info:
+        SetupLeaksThenFails()
+    [note] = info.value.__notes__
+    assert note.startswith(
+        "when the example's scope closed: LeakError: test scope 'SetupLeaksThenFails "
+        "(hypothesis example)' leaked 1 thing that outlived it"
+    )
+    assert "task 'set-up-and-left'" in note
+    assert _machine_threads() == []
+
+
 def test_machine_definitions_are_checked() -> None:
     here = r"^test_machine_definitions_are_checked\.<locals>\."
 

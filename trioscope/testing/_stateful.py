@@ -54,6 +54,7 @@ Needs Hypothesis (a test dependency), which this module imports.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import queue
@@ -561,7 +562,11 @@ class _Runner:
     # -- the machine's thread --
 
     def start(self) -> None:
-        self.thread.start()
+        try:
+            self.thread.start()
+        except BaseException as exc:
+            self.ended = _Ended(exc)  # no run to end
+            raise
         item = self.replies.get()
         if isinstance(item, _Ended):
             self._finish(item)
@@ -841,6 +846,27 @@ _RESERVED: Final = frozenset(
 and state, which its rules use (overriding `on_restart` and `teardown` is expected)."""
 
 
+def _ending_the_run_on_error(init: Callable[..., None]) -> Callable[..., None]:
+    """*init*, which ends the example's Trio run if it raises (see `ServiceStateMachine`).
+
+    Hypothesis tears down only a machine its factory returned: a machine whose
+    ``__init__`` raised after ``ServiceStateMachine.__init__`` had started the
+    run would leave that run (a thread, a live service, a scope whose leak
+    check never runs) behind, once per failing example and shrink.
+    """
+
+    @functools.wraps(init)  # the same signature (Hypothesis's digest of the machine)
+    def __init__(self: ServiceStateMachine, *args: Any, **kwargs: Any) -> None:
+        try:
+            init(self, *args, **kwargs)
+        except BaseException as exc:
+            self._abandon(exc)
+            raise
+
+    __init__._trioscope_ends_run = True  # type: ignore[attr-defined]
+    return __init__
+
+
 class ServiceStateMachine(RuleBasedStateMachine):
     """A Hypothesis state machine whose rules drive one service under a real supervisor.
 
@@ -872,7 +898,11 @@ class ServiceStateMachine(RuleBasedStateMachine):
     service runs under a real `trioscope.open_supervisor` with `strategy`,
     `max_restarts`, `max_seconds` and `backoff` (jitter drawn from
     ``random.Random(0)``, the same in every example). `__init__` returns once
-    the service is up; `teardown` stops it, closes the scope and ends the run.
+    the service is up (a subclass's ``__init__`` may use the operations below
+    to set it up); `teardown` stops it, closes the scope and ends the run. If
+    the subclass's ``__init__`` raises, Hypothesis gets no machine to tear
+    down: the machine ends the run itself (stops the service, closes the
+    scope) before the error propagates, with what leaked as a note on it.
 
     **A rule** acts through the machine's operations, each of which runs in the
     Trio run, inside the scope, and returns (or raises) once the run is idle
@@ -951,6 +981,9 @@ class ServiceStateMachine(RuleBasedStateMachine):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        # Its __init__ (its own, or a mixin's before ours) ends the run if it fails.
+        if not getattr(cls.__init__, "_trioscope_ends_run", False):
+            cls.__init__ = _ending_the_run_on_error(cls.__init__)  # type: ignore[method-assign]
         for name in _RESERVED:
             if name in cls.__dict__:
                 raise TypeError(
@@ -1257,6 +1290,17 @@ class ServiceStateMachine(RuleBasedStateMachine):
         does nothing by default."""
 
     # -- the end --
+
+    def _abandon(self, error: BaseException) -> None:
+        """``__init__`` raised *error*: end the run it may have started (see
+        `_ending_the_run_on_error`); what the scope found is a note on *error*."""
+        runner: _Runner | None = self.__dict__.get("_runner")
+        if runner is None or self.__dict__.get("_closed", True):
+            return  # failed before the run started (or torn down already)
+        self._closed = True
+        ended = runner.close()
+        if ended is not None and ended is not error and isinstance(error, Exception):
+            _add_note(error, f"when the example's scope closed: {describe(ended)}")
 
     def teardown(self) -> None:
         """Stop the service, close the scope (leak check) and end the Trio run.

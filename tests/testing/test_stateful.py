@@ -269,9 +269,10 @@ def test_operations_run_in_the_scope_and_return_once_it_is_idle() -> None:
         assert (m.name, m.incarnation, m.restarts, m.status, m.now) == ("kv", 0, 0, "running", 0)
         assert m.call(KV.put, "a", 1) is None
         m.cast(KV.put, "b", 2)
-        # The cast's handler ran before cast() returned: two messages handled.
+        # The cast's handler ran before cast() returned: three messages handled, the
+        # put, the cast, and the private no-op cast() queued behind it to wait for it.
         assert m.ref is not None
-        assert m.ref.statistics().handled == 2
+        assert m.ref.statistics().handled == 3
         assert m.apply(Operation(KV.get, ("b",))) == 2
         with pytest.raises(KeyMissing):
             m.call(KV.get, "z")
@@ -297,6 +298,113 @@ def test_operations_run_in_the_scope_and_return_once_it_is_idle() -> None:
             "0 #0 jump 1.5 s",
             "1.5 #0 -> None",
         ]
+
+
+class Delayed(KV):
+    """Handlers that wait on a timer before they act (a write behind a rate limiter)."""
+
+    async def put_later(self, key: str, value: int) -> None:
+        await trio.sleep(0.25)
+        self.data[key] = value
+
+    async def crash_later(self) -> None:
+        await trio.sleep(0.5)
+        raise RuntimeError("crashed half a second in")
+
+    async def stop_later(self) -> None:
+        self.stop()  # an orderly stop: this handler finishes first
+        await trio.sleep(0.75)
+        self.data["stopped"] = 1
+
+    async def stuck(self) -> None:
+        await trio.sleep_forever()
+
+
+class DelayedRules(KVRules):
+    spec = Delayed.child_spec(name="kv")
+    kv = Delayed
+
+    def __init__(self) -> None:
+        self.told: list[RestartRecord] = []
+        super().__init__()
+
+    def on_restart(self, record: RestartRecord) -> None:
+        self.told.append(record)
+
+
+def test_cast_returns_once_its_handler_has_finished() -> None:
+    with running(DelayedRules) as m:
+        stops: list[tuple[str, object, float]] = []
+
+        async def watch() -> None:
+            events = [("trioscope", "cast", "stop"), ("trioscope", "call", "stop")]
+            trioscope.telemetry.attach(
+                "stops",
+                events,
+                lambda e, ms, md: stops.append((e[1], md["handler"], ms["duration"])),
+            )
+
+        m.run(watch)
+        m.cast(Delayed.put_later, "a", 1)
+        # Its handler's timer ran out while cast() waited: the write is done.
+        assert m.now == 0.25
+        assert [str(event) for event in m.trace][3:] == [
+            "0 #0 cast Delayed.put_later('a', 1)",
+            "0.25 #0 -> None",
+        ]
+        ref = m.ref
+        assert ref is not None
+        assert ref._core.service.data == {"a": 1}  # read between rules, with no operation
+        assert (ref.statistics().mailbox_depth, ref.statistics().in_flight) == (0, 0)
+        # What cast() waited for: a private no-op, a message (a call) of its own.
+        assert stops == [("cast", "put_later", 0.25), ("call", "_after_cast", 0.0)]
+        assert ref.statistics().handled == 2
+
+        async def unwatch() -> bool:
+            return trioscope.telemetry.detach("stops")
+
+        assert m.run(unwatch) is True
+
+
+def test_a_cast_whose_handler_crashes_returns_once_the_supervisor_restarted_it() -> None:
+    with running(DelayedRules) as m:
+        m.cast(Delayed.crash_later)
+        assert m.now == 0.5
+        assert [(r.at_s, r.incarnation, r.reason) for r in m.told] == [
+            (0.5, 1, "RuntimeError: crashed half a second in")
+        ]
+        assert (m.incarnation, m.status) == (1, "running")
+        m.cast(Delayed.divide, "a", 0)  # crashes at once: no incarnation may be left to ask
+        assert [(r.at_s, r.incarnation) for r in m.told] == [(0.5, 1), (0.5, 2)]
+        assert m.told[1].reason == "ZeroDivisionError: integer division or modulo by zero"
+        assert (m.incarnation, m.status) == (2, "running")
+
+
+def test_a_cast_whose_handler_stops_the_service_returns_once_that_incarnation_ended() -> None:
+    with running(DelayedRules) as m:
+        first = m.ref
+        assert first is not None
+        m.cast(Delayed.stop_later)
+        assert m.now == 0.75
+        assert first._core.service.data == {"stopped": 1}
+        assert first.statistics().handled == 1  # nothing else ran: the no-op was refused
+        assert [(r.at_s, r.incarnation, r.reason) for r in m.told] == [(0.75, 1, "normal")]
+
+
+def test_a_cast_whose_handler_never_finishes_times_out_on_the_trio_clock() -> None:
+    with running(DelayedRules) as m:
+        with pytest.raises(OperationTimeoutError) as info:
+            m.cast(Delayed.stuck)
+        assert str(info.value) == (
+            "cast Delayed.stuck() did not finish within 60 s of Trio's clock (it waits for "
+            "something that never happens; raise the machine's operation_timeout if it "
+            "needs longer)"
+        )
+        assert m.now == 60.0
+        ref = m.ref
+        assert ref is not None
+        # What cast() queued behind it to wait for was withdrawn: nothing is queued.
+        assert (ref.statistics().mailbox_depth, ref.statistics().in_flight) == (0, 0)
 
 
 class Told(KVRules):
@@ -879,6 +987,23 @@ def test_a_crash_fault_restarts_the_service_through_the_real_supervisor() -> Non
             "1 #1 call KV.size()",
             "1 #1 -> 0",
         ]
+
+
+def test_what_cast_waits_for_is_not_a_message_the_schedule_counts() -> None:
+    schedule = FaultSchedule((Fault("stall", "kv", 2, 1.0), Fault("crash", "kv", 2)))
+    with running(CrashAtTwo) as m:
+        m.inject_faults(schedule=schedule)
+        m.cast(KV.put, "a", 1)  # message 1
+        assert m.fired == ()
+        with pytest.raises(trioscope.ServiceCrashedError) as info:
+            m.call(KV.put, "b", 2)  # message 2: stalled 1 s, then crashed
+        assert isinstance(info.value.__cause__, InjectedFault)
+        assert m.fired == (
+            FiredFault(Fault("stall", "kv", 2, 1.0), 1, 0.0),
+            FiredFault(Fault("crash", "kv", 2), 1, 1.0),
+        )
+        assert m._runner.faults is not None
+        assert m._runner.faults.messages == {"kv": 2}
 
 
 class CrashAtOne(Told):

@@ -74,12 +74,18 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize
 from hypothesis.strategies import SearchStrategy
 
 from .._child_spec import Backoff, ChildSpec, _check_seconds
-from .._errors import RestartIntensityExceededError, ServiceCrashedError, TrioscopeError
+from .._errors import (
+    RestartIntensityExceededError,
+    ServiceCrashedError,
+    ServiceUnavailableError,
+    TrioscopeError,
+)
 from .._exits import describe
 from .._names import _child_name
 from .._names import call as _call_by_name
 from .._names import cast as _cast_by_name
-from .._service import Deferred, Service, ServiceRef
+from .._registry import _current_registry_or_none
+from .._service import Deferred, Service, ServiceRef, _Incarnation, _Message
 from .._supervisor import (
     DEFAULT_MAX_RESTARTS,
     DEFAULT_MAX_SECONDS,
@@ -88,7 +94,7 @@ from .._supervisor import (
     open_supervisor,
 )
 from .._telemetry import Measurements, Metadata, attached
-from ._faults import FaultRun, FaultSchedule, FiredFault, InjectedFault
+from ._faults import FaultRun, FaultSchedule, FiredFault, InjectedFault, _after_cast
 from ._helpers import CrashNotReachedError, CrashOutcome, simulate_crash
 from ._scope import TestScope, _add_note, open_test_scope
 
@@ -734,8 +740,8 @@ class _Runner:
                     result = outcome.Error(OperationTimeoutError(request.what, request.timeout_s))
                 else:
                     result = outcome.Error(RuntimeError(f"{request.what} was interrupted"))
-            # Quiescence: whatever the operation set off (a restart, a cast's
-            # handler, a reply's follow-up) runs to its next wait now, not during
+            # Quiescence: whatever the operation set off (a restart, a reply's
+            # follow-up, a message a handler sent) runs to its next wait now, not during
             # the next rule; wait_all_tasks_blocked wins over the autojump, so
             # this moves no time.
             await trio.testing.wait_all_tasks_blocked()
@@ -751,6 +757,40 @@ class _Runner:
         elif isinstance(result, outcome.Value):
             self._log(f"-> {_brief(result.value)}")
         return result
+
+    async def cast(
+        self,
+        fn: Callable[..., Awaitable[object]],
+        args: tuple[object, ...],
+        kwargs: Mapping[str, object],
+    ) -> None:
+        await _cast_by_name(self.name, fn, *args, **kwargs)
+        # Then wait until the incarnation that took it has finished its handler:
+        # a private no-op message queued behind it is answered after that, or the
+        # incarnation ends first (crashed at it, or stopping: its handler ends,
+        # then the incarnation). Fault schedules do not count the no-op.
+        core = self._latest_incarnation()
+        if core is None:
+            # No incarnation is registered or stopping: the one that took the cast
+            # has ended, having run it or not.
+            await trio.lowlevel.checkpoint()
+            return
+        try:
+            await core.call(_Message(core, _after_cast, (), {}, trio.lowlevel.current_task()))
+        except (ServiceUnavailableError, ServiceCrashedError):
+            await core.ended().wait()
+
+    def _latest_incarnation(self) -> _Incarnation | None:
+        registry = _current_registry_or_none()
+        value = registry.lookup(self.name) if registry is not None else None
+        if isinstance(value, ServiceRef):
+            return value._core
+        # Stopping (its name already released, its handler may still run).
+        assert self.supervisor is not None
+        for info in self.supervisor.which_children():
+            if info.id == self.spec.id and isinstance(info.value, ServiceRef):
+                return info.value._core
+        return None
 
     async def crash(self, error: BaseException | None) -> CrashOutcome:
         try:
@@ -939,7 +979,9 @@ class ServiceStateMachine(RuleBasedStateMachine):
     the next deadline, as in any MockClock test. When the operation is done,
     the Trio side waits for `trio.testing.wait_all_tasks_blocked` (which wins
     over the autojump, so it moves no time): whatever the operation set off
-    (a restart, a cast's handler) has run to its next wait. Only then does the
+    (a restart, a reply's follow-up) has run to its next wait (`cast`, whose
+    handler could be blocked on a timer there, first waits for that handler
+    to finish). Only then does the
     threshold go back to infinity and the reply go out. Between rules the Trio
     thread is therefore blocked in its I/O wait with every task blocked and
     the clock frozen: nothing runs and no time passes, however long Hypothesis
@@ -1135,10 +1177,33 @@ class ServiceStateMachine(RuleBasedStateMachine):
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> None:
-        """``await trioscope.cast(name, fn, *args, **kwargs)``; returns once the service has
-        handled it (the Trio side is idle again), so the next rule sees its effect."""
+        """``await trioscope.cast(name, fn, *args, **kwargs)``, then wait until the service
+        has handled it, so the next rule sees its effect.
+
+        Handled: its handler has returned or raised (Trio's clock autojumps
+        meanwhile, through the timers it waits on), or the incarnation that
+        took it has ended without running it. Then, as after every operation,
+        the run is idle again: a crash it caused has been acted on (a restart
+        reported to `on_restart`), and whatever else it set off (a message it
+        sent, a task it started) has run to its next wait.
+
+        To learn when the handler is done, the machine queues a private no-op
+        message behind the cast and waits for its reply (a cast reports
+        nothing itself). Fault schedules do not count that message and no
+        fault acts at it; but, being a message, it adds one to the
+        incarnation's `trioscope.ServiceRef.statistics` ``handled`` count and
+        emits the service's call telemetry events (handler ``"_after_cast"``).
+
+        Raises:
+            OperationTimeoutError: the handler did not finish within
+                `operation_timeout` seconds of Trio's clock (a ``"hang"``
+                fault at it, a wait that nothing ends); the no-op is withdrawn,
+                and the handler goes on.
+            ServiceUnavailableError: as `trioscope.cast`: no live service took
+                the cast within the default call timeout.
+        """
         what = f"cast {Operation(fn, args, kwargs)!r}"
-        self._request(what, _cast_by_name, (self._name, fn, *args), kwargs)
+        self._request(what, self._runner.cast, (fn, args, kwargs))
 
     def apply(self, op: Operation) -> Any:
         """`call` for an `Operation` (as drawn from `operations`)."""

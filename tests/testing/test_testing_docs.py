@@ -24,7 +24,12 @@ def _run(pytester: pytest.Pytester, name: str) -> pytest.RunResult:
 
 
 def test_the_docs_have_the_examples_these_tests_run() -> None:
-    assert sorted(_blocks()) == ["test_leaky.py", "test_shop.py"]
+    assert sorted(_blocks()) == [
+        "test_kv_model.py",
+        "test_kv_sequences.py",
+        "test_leaky.py",
+        "test_shop.py",
+    ]
 
 
 def test_the_shop_example_passes(pytester: pytest.Pytester) -> None:
@@ -42,3 +47,11 @@ def test_the_leaky_example_fails_naming_the_name_and_the_task(pytester: pytest.P
             "as worker (*test_leaky.py:7), now in worker*",
         ]
     )
+
+
+def test_the_model_based_kv_example_passes(pytester: pytest.Pytester) -> None:
+    _run(pytester, "test_kv_model.py").assert_outcomes(passed=1)
+
+
+def test_the_operation_sequences_example_passes(pytester: pytest.Pytester) -> None:
+    _run(pytester, "test_kv_sequences.py").assert_outcomes(passed=1)

@@ -35,7 +35,7 @@ import trio
 import trio.testing
 
 import trioscope._supervisor
-from trioscope.testing._plugin import MARKER, NO_MARKER, _closest_scope_marker
+from trioscope.testing._plugin import MARKER, NO_MARKER, _body_wrapped, _closest_scope_marker
 
 # Backoff jitter draws from this source; registering it lets Hypothesis seed it
 # and replay failures exactly.
@@ -136,22 +136,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     # Before pytest-trio wraps the test (its hookwrapper runs inside this one).
     if not (isinstance(item, pytest.Function) and _on_default_clock(item)):
         return (yield)
-    # Wrapped for this call only, and unwrapped after (pytest-trio's runner too): the
-    # items of a parametrized test share one function and one Hypothesis inner_test.
-    inner = getattr(item.obj, "hypothesis", None)
-    if inner is not None:
-        test = inner.inner_test
-        inner.inner_test = _dropping_clock(test)
-        try:
-            return (yield)
-        finally:
-            inner.inner_test = test
-    obj = item.obj
-    item.obj = _dropping_clock(obj)
-    try:
+    with _body_wrapped(item, _dropping_clock):  # for this call only
         return (yield)
-    finally:
-        item.obj = obj
 
 
 @pytest.hookimpl(tryfirst=True, specname="pytest_runtest_call")

@@ -50,7 +50,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
+from contextlib import contextmanager
 from typing import Any, Final
 
 import pytest
@@ -211,26 +212,37 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         item.stash[_SCOPE_KWARGS] = kwargs
 
 
+@contextmanager
+def _body_wrapped(
+    item: pytest.Function,
+    wrap: Callable[[Callable[..., Awaitable[object]]], Callable[..., Awaitable[object]]],
+) -> Iterator[None]:
+    """Wrap *item*'s test body (a Hypothesis test's inner test) for one call only,
+    and unwrap it after (with whatever pytest-trio wrapped around it meanwhile):
+    the items of a parametrized test share one function and one ``inner_test``."""
+    hypothesis = getattr(item.obj, "hypothesis", None)
+    if hypothesis is not None:
+        inner = hypothesis.inner_test
+        hypothesis.inner_test = wrap(inner)
+        try:
+            yield
+        finally:
+            hypothesis.inner_test = inner
+    else:
+        obj = item.obj
+        item.obj = wrap(obj)
+        try:
+            yield
+        finally:
+            item.obj = obj
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
-    """Wrap a marked test's body in its scope for this call only, before pytest-trio
-    wraps it in its runner: the items of a parametrized test share one function
-    (and one Hypothesis ``inner_test``), so each wraps and unwraps it in turn."""
+    """Run a marked test's body in its scope (one per Hypothesis example), wrapped
+    before pytest-trio wraps it in its runner."""
     kwargs = item.stash.get(_SCOPE_KWARGS, None)
     if kwargs is None or not isinstance(item, pytest.Function):
         return (yield)
-    hypothesis = getattr(item.obj, "hypothesis", None)
-    if hypothesis is not None:
-        # One scope per example: wrap the inner test Hypothesis calls.
-        inner = hypothesis.inner_test
-        hypothesis.inner_test = _in_scope(inner, kwargs)
-        try:
-            return (yield)
-        finally:
-            hypothesis.inner_test = inner  # unwrapped, pytest-trio's runner too
-    obj = item.obj
-    item.obj = _in_scope(obj, kwargs)
-    try:
+    with _body_wrapped(item, lambda fn: _in_scope(fn, kwargs)):
         return (yield)
-    finally:
-        item.obj = obj

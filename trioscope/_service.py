@@ -1320,7 +1320,11 @@ class _ServiceStart(_Startable[ServiceRef[S]], Generic[S]):
                             await _faults.at_message(core, msg)  # a stall or clock jump, if due
                         except BaseException:
                             if msg.state == _QUEUED:  # taken from the mailbox, never to run
-                                _reply(msg, outcome.Error(core.unavailable()))
+                                why = (
+                                    "it was killed while a fault schedule stalled this "
+                                    "message; it was not run"
+                                )
+                                _reply(msg, outcome.Error(_NotRunError(core.label, why)))
                             raise
                     if msg.state != _QUEUED:
                         continue  # withdrawn by a cancelled caller

@@ -63,14 +63,12 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, context
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, final
 
 import attrs
-import outcome
 import trio
 import trio.testing
 
 from .._child_spec import _is_int, _is_number
-from .._errors import _NotRunError
 from .._registry import Registry, _current_registry_or_none, _faults, _no_registry_error
-from .._service import _QUEUED, _RUNNING_S, _Incarnation, _Message, _reply
+from .._service import _QUEUED, _RUNNING_S, _Incarnation, _Message
 from .._supervisor import JITTER_RANDOM
 from ._helpers import SimulatedCrash
 from ._scope import _add_note, open_test_scope
@@ -424,23 +422,16 @@ async def _at_message(core: _Incarnation, msg: _Message) -> None:
         if msg.state != _QUEUED or core.status != _RUNNING_S:
             return  # withdrawn meanwhile: the next message taken is the k-th
         run._fire(fault, incarnation)
-        try:
-            if fault.kind == "jump":
-                clock = trio.lowlevel.current_clock()
-                assert isinstance(clock, trio.testing.MockClock)  # checked by apply()
-                clock.jump(fault.seconds)
-                # Let whatever that time woke (a caller's timeout among them) act
-                # before the service looks at the message.
-                await trio.lowlevel.checkpoint()
-            else:
-                await trio.sleep(fault.seconds)
-        except BaseException:
-            # Killed while holding the message: out of the mailbox already, so
-            # nothing else would answer it; it never ran (a call by name retries it).
-            if msg.state == _QUEUED and msg.task is not None:
-                why = "it was killed while a fault schedule stalled this message; it was not run"
-                _reply(msg, outcome.Error(_NotRunError(core.label, why)))
-            raise
+        # Killed meanwhile: the service loop answers the message it holds as never run.
+        if fault.kind == "jump":
+            clock = trio.lowlevel.current_clock()
+            assert isinstance(clock, trio.testing.MockClock)  # checked by apply()
+            clock.jump(fault.seconds)
+            # Let whatever that time woke (a caller's timeout among them) act
+            # before the service looks at the message.
+            await trio.lowlevel.checkpoint()
+        else:
+            await trio.sleep(fault.seconds)
 
 
 def _wrap(

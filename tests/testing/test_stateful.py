@@ -1010,21 +1010,28 @@ class CrashAtOne(Told):
     faults = st.just(FaultSchedule((Fault("crash", "kv", 1),)))
 
 
-def test_a_crash_fault_at_the_crash_message_still_gives_the_supervisor_action() -> None:
+def test_the_crash_message_is_not_a_message_the_schedule_counts() -> None:
+    # simulate_crash's own message is the test's crash, not the service's: a crash
+    # fault at message 1 waits for the first real message, after the restart.
     with running(CrashAtOne) as m:
         m.inject_faults(schedule=FaultSchedule((Fault("crash", "kv", 1),)))
-        outcome = m.crash()  # its message is the 1st: the fault crashes it first
+        outcome = m.crash()
         assert (outcome.action, outcome.supervisor, outcome.child) == (
             "restarted",
             "CrashAtOne",
             "kv",
         )
         assert outcome.ref is m.ref
-        assert m.fired == (FiredFault(Fault("crash", "kv", 1), 1, 0.0),)
+        assert m.fired == ()
         [record] = m.told
-        assert isinstance(record.error, InjectedFault)
-        assert m.incarnation == 1
-
+        assert type(record.error) is SimulatedCrash
+        with pytest.raises(trioscope.ServiceCrashedError) as info:
+            m.call(KV.size)
+        assert isinstance(info.value.__cause__, InjectedFault)
+        # The schedule numbers the incarnations that reached a message it counts:
+        # the one restarted by the crash is its first.
+        assert m.fired == (FiredFault(Fault("crash", "kv", 1), 1, 0.0),)
+        assert m.incarnation == 2
 
 CRASHED = object()
 

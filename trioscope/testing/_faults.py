@@ -70,7 +70,7 @@ from .._child_spec import _is_int, _is_number
 from .._registry import Registry, _current_registry_or_none, _faults, _no_registry_error
 from .._service import _QUEUED, _RUNNING_S, _Incarnation, _Message
 from .._supervisor import JITTER_RANDOM
-from ._helpers import SimulatedCrash
+from ._helpers import SimulatedCrash, _simulated_crash
 from ._scope import _add_note, open_test_scope
 
 if TYPE_CHECKING:
@@ -159,9 +159,10 @@ class Fault:
     two registries the schedule reaches (siblings nested in its scope, neither
     isolated) share one count, so the *at*-th message is the *at*-th to reach
     either of them, and the fault fires once, at whichever that is (apply a
-    schedule in each registry to count them apart). The private no-op message
-    `trioscope.testing.ServiceStateMachine.cast` queues behind a cast (to learn
-    that the cast was handled) is not counted, and no fault acts at it."""
+    schedule in each registry to count them apart). The harness's own private
+    messages are not counted and no fault acts at them: `simulate_crash`'s (a
+    crash the test asked for, not a message of the code under test) and the
+    no-op `trioscope.testing.ServiceStateMachine.cast` queues behind a cast."""
     seconds: float = 0.0
     """Seconds of Trio's clock, for ``"slow"``, ``"stall"`` and ``"jump"`` (finite
     and > 0); 0 for ``"crash"`` and ``"hang"``."""
@@ -393,6 +394,10 @@ async def _after_cast(service: object) -> None:
     and waits for its reply. Fault schedules neither count it nor act at it."""
 
 
+_PRIVATE: Final = frozenset({_after_cast, _simulated_crash})
+"""The harness's own messages: fault schedules neither count them nor act at them."""
+
+
 def _find(registry: Registry | None) -> FaultRun | None:
     """The schedule applied where *registry* looks names up (as `Registry.lookup` walks)."""
     reg = registry
@@ -410,7 +415,7 @@ def _find(registry: Registry | None) -> FaultRun | None:
 async def _at_message(core: _Incarnation, msg: _Message) -> None:
     """The service took *msg* from its mailbox: stall it, or jump the clock, if due."""
     name = core.name
-    if name is None or msg.fn is _after_cast:
+    if name is None or msg.fn in _PRIVATE:
         return
     run = _find(core.registry)
     if run is None:
@@ -439,7 +444,7 @@ def _wrap(
 ) -> Coroutine[Any, Any, Any]:
     """*msg*'s handler coroutine, or one that delays, hangs or crashes it, if due."""
     name = core.name
-    if name is None or msg.fn is _after_cast:
+    if name is None or msg.fn in _PRIVATE:
         return coro
     run = _find(core.registry)
     if run is None:

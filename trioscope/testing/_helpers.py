@@ -51,6 +51,7 @@ from .._exits import describe, read_exit
 from .._names import wait_for_service as _wait_for_service
 from .._registry import Registry, _current, _current_registry_or_none, _no_registry_error
 from .._service import Service, ServiceRef, _Incarnation, _Message, _reason_text
+from .._supervisor import _CHILD_BACKOFF, _CHILD_EXIT, _CHILD_RESTART, _CHILD_START, _GIVE_UP
 from .._telemetry import Measurements, Metadata, _detach_exactly, attach
 
 if sys.version_info < (3, 11):  # pragma: no cover - Trio brings the backport there
@@ -62,11 +63,6 @@ DEFAULT_WAIT_S: Final = 5.0
 CrashAction = Literal["restarted", "backoff", "gave_up", "not_restarted", "not_supervised"]
 """What a supervisor did about a simulated crash (see `CrashOutcome.action`)."""
 
-_CHILD_EXIT: Final = ("trioscope", "child", "exit")
-_CHILD_RESTART: Final = ("trioscope", "child", "restart")
-_CHILD_BACKOFF: Final = ("trioscope", "child", "backoff")
-_CHILD_START: Final = ("trioscope", "child", "start")
-_GIVE_UP: Final = ("trioscope", "supervisor", "give_up")
 _CRASH_EVENTS: Final = (_CHILD_EXIT, _CHILD_RESTART, _CHILD_BACKOFF, _GIVE_UP, _CHILD_START)
 _handler_ids = itertools.count(1)
 

@@ -87,6 +87,10 @@ from .._names import cast as _cast_by_name
 from .._registry import _current_registry_or_none
 from .._service import Deferred, Service, ServiceRef, _Incarnation, _Message
 from .._supervisor import (
+    _CHILD_BACKOFF,
+    _CHILD_EXIT,
+    _CHILD_START,
+    _GIVE_UP,
     DEFAULT_MAX_RESTARTS,
     DEFAULT_MAX_SECONDS,
     Strategy,
@@ -94,8 +98,8 @@ from .._supervisor import (
     open_supervisor,
 )
 from .._telemetry import Measurements, Metadata, attached
-from ._faults import FaultRun, FaultSchedule, FiredFault, InjectedFault, _after_cast
-from ._helpers import CrashNotReachedError, CrashOutcome, simulate_crash
+from ._faults import FaultRun, FaultSchedule, FiredFault, _after_cast
+from ._helpers import CrashOutcome, simulate_crash
 from ._scope import TestScope, _add_note, open_test_scope
 
 if sys.version_info >= (3, 11):
@@ -113,10 +117,6 @@ S = TypeVar("S", bound=Service)
 DEFAULT_OPERATION_TIMEOUT_S: Final = 60.0
 """Seconds of Trio's clock one operation of a `ServiceStateMachine` may take."""
 
-_CHILD_START: Final = ("trioscope", "child", "start")
-_CHILD_EXIT: Final = ("trioscope", "child", "exit")
-_CHILD_BACKOFF: Final = ("trioscope", "child", "backoff")
-_GIVE_UP: Final = ("trioscope", "supervisor", "give_up")
 _EVENTS: Final = (_CHILD_START, _CHILD_EXIT, _CHILD_BACKOFF, _GIVE_UP)
 
 
@@ -793,25 +793,7 @@ class _Runner:
         return None
 
     async def crash(self, error: BaseException | None) -> CrashOutcome:
-        try:
-            return await simulate_crash(self.name, error)
-        except CrashNotReachedError:
-            if self.faults is None or not isinstance(self.last_exit, InjectedFault):
-                raise
-        # A crash fault fired at the crash's own message: the service crashed
-        # there all the same. What its supervisor did, once it has acted:
-        await trio.testing.wait_all_tasks_blocked()
-        machine = type(self.machine).__qualname__
-        assert self.supervisor is not None
-        info = {c.id: c for c in self.supervisor.which_children()}.get(self.spec.id)
-        if self.gave_up is not None:
-            return CrashOutcome("gave_up", machine, self.spec.id, None, None)
-        if info is None or info.status == "stopped":
-            return CrashOutcome("not_restarted", machine, self.spec.id, None, None)
-        if info.status == "backoff":
-            return CrashOutcome("backoff", machine, self.spec.id, None, info.restart_at)
-        ref = info.value if isinstance(info.value, ServiceRef) else None
-        return CrashOutcome("restarted", machine, self.spec.id, ref, None)
+        return await simulate_crash(self.name, error)
 
     def _log(self, what: str) -> None:
         self.trace.append(TraceEvent(trio.current_time(), max(self.incarnation, 0), what))
@@ -1241,10 +1223,8 @@ class ServiceStateMachine(RuleBasedStateMachine):
         supervisor has acted (a restart is up, a backoff is decided, it gave up).
 
         The restart also reaches `on_restart` / `take_restarts`. Under `faults`,
-        the crash message is a message of the service like any other: if a crash
-        fault of the schedule fires at it, the service crashes with that fault
-        instead (`InjectedFault`, in `fired` and in the restart's record), and
-        this returns what the supervisor did all the same.
+        the crash's message is not one the schedule counts (`Fault.at`): no fault
+        acts at it.
 
         Raises:
             What `simulate_crash` raises: `trioscope.ServiceUnavailableError`

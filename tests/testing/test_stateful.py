@@ -1033,6 +1033,7 @@ def test_the_crash_message_is_not_a_message_the_schedule_counts() -> None:
         assert m.fired == (FiredFault(Fault("crash", "kv", 1), 1, 0.0),)
         assert m.incarnation == 2
 
+
 CRASHED = object()
 
 

@@ -419,3 +419,26 @@ def test_each_item_of_a_parametrized_hypothesis_test_runs_in_its_own_scope(
     pytester.makeini(TRIO_MODE)
     pytester.makepyfile(test_params=PARAMETRIZED_HYPOTHESIS)
     _run(pytester).assert_outcomes(passed=4)
+
+
+def test_the_marker_on_a_sync_test_itself_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    # Under a module's marker a sync test runs as it is; marked itself, the scope
+    # it asks for could never open (no Trio run): say so instead of ignoring it.
+    pytester.makeini(TRIO_MODE)
+    pytester.makepyfile(
+        test_sync_marked="""
+        import pytest
+
+        @pytest.mark.trioscope_scope
+        def test_sync():
+            pass
+        """
+    )
+    result = _run(pytester)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "*test_sync_marked.py::test_sync: @pytest.mark.trioscope_scope on a test that is "
+            "not async: a scope needs a Trio run*"
+        ]
+    )

@@ -206,8 +206,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         hypothesis = getattr(item.obj, "hypothesis", None)
         body = hypothesis.inner_test if hypothesis is not None else item.obj
         if not inspect.iscoroutinefunction(inspect.unwrap(body)):
-            # A sync test under a module's or class's marker has no Trio run to
-            # open a scope in: it runs as it is.
+            # A sync test has no Trio run to open a scope in: under a module's or
+            # class's marker it runs as it is; marked itself, it is a mistake.
+            if any(mark.name == MARKER for mark in item.own_markers):
+                raise pytest.UsageError(
+                    f"{item.nodeid}: @pytest.mark.{MARKER} on a test that is not async: "
+                    "a scope needs a Trio run (make the test async def, or open "
+                    "open_test_scope inside the trio.run it starts)"
+                )
             continue
         item.stash[_SCOPE_KWARGS] = kwargs
 
